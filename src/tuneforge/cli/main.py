@@ -1,0 +1,35 @@
+"""Entry point: `tuneforge VERB ...` and `python -m tuneforge VERB ...`."""
+
+from __future__ import annotations
+
+import typer
+
+from tuneforge import __version__
+from tuneforge.cli import demo, prepare
+
+app = typer.Typer(
+    name="tuneforge",
+    help="From raw examples to a fine-tuned, measured, served small language model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("prepare")(prepare.prepare_command)
+app.command("demo")(demo.demo_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tuneforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    """tuneforge prepare -> train -> eval -> export -> serve."""
+
+
+def main() -> None:
+    app()

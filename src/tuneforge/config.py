@@ -1,0 +1,337 @@
+"""Typed configuration: defaults < YAML file < `a.b=value` overrides, resolved in one place.
+
+Every section is a pydantic model that forbids unknown keys, so a typo fails with the key's
+dotted path and the closest valid names instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneforge.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
+
+RecordFormat = Literal["auto", "chat", "alpaca", "prompt_completion", "text_label"]
+
+
+class PrepareConfig(Section):
+    """Options of `tuneforge prepare`; each field is also a CLI flag."""
+
+    inputs: list[str] = Field(min_length=1)
+    output_dir: str
+    format: RecordFormat = "auto"
+    task: Literal["auto", "classification", "generation"] = "auto"
+    text_col: str | None = None
+    label_col: str | None = None
+    prompt_col: str | None = None
+    response_col: str | None = None
+    system: str | None = None
+    template: str = "{text}"
+    labels: list[str] | None = None
+    tokenizer: str = "smollm2-135m"
+    max_tokens: int = Field(2048, gt=0)
+    max_line_bytes: int = Field(1_000_000, gt=0)
+    on_error: Literal["fail", "skip"] = "fail"
+    near_dedup: Literal["report", "drop"] = "report"
+    near_dup_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    conflicts: Literal["drop", "majority", "keep"] = "drop"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    test_file: str | None = None
+    force: bool = False
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_slot(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain the placeholder {text}, where the example's input goes")
+        return value
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(part < 0 for part in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
+            raise ValueError(
+                "must be three fractions train,val,test that sum to 1 (e.g. 0.8,0.1,0.1)"
+            )
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+MethodKind = Literal["full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"]
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m"
+    """A packaged name (smollm2-135m, gemma3-270m), an HF directory, a hub id or a .gguf path."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: float32 on CPU, bfloat16 on CUDA."""
+    chat_template: str | None = None
+    """A Jinja template file, or None for the model's own (a documented fallback if it has none)."""
+    max_seq_len: int = Field(512, gt=0)
+    gradient_checkpointing: bool = False
+
+
+class DataConfig(Section):
+    dir: str | None = None
+    """A `tuneforge prepare` output directory (train.jsonl, val.jsonl, ...)."""
+    packing: bool = False
+    group_by_length: bool = True
+
+
+class MethodConfig(Section):
+    kind: MethodKind = "lora"
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+    rslora: bool = False
+    modules_to_save: list[str] | None = None
+    num_virtual_tokens: int = Field(20, gt=0)
+    prompt_init_text: str | None = None
+    quantization: Literal["none", "nf4", "fp4"] = "none"
+    double_quant: bool = True
+
+    @model_validator(mode="after")
+    def _coherent(self) -> MethodConfig:
+        if self.kind == "qlora" and self.quantization == "none":
+            # qlora means a 4-bit base; nf4 is its standard type.
+            object.__setattr__(self, "quantization", "nf4")
+        if self.kind == "full" and self.quantization != "none":
+            raise ValueError(
+                "full fine-tuning cannot train a 4-bit quantized base; "
+                "use method.kind=qlora, or set method.quantization=none"
+            )
+        return self
+
+
+class TrainLoopConfig(Section):
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    optimizer: Literal["auto", "adamw", "adamw_8bit", "paged_adamw_8bit"] = "auto"
+    seed: int = 0
+    eval_every: int | None = Field(None, gt=0)
+    save_every: int | None = Field(None, gt=0)
+    keep_last: int = Field(2, ge=1)
+    early_stopping_patience: int | None = Field(None, gt=0)
+    grad_norm_limit: float = Field(1e4, gt=0)
+    """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
+
+
+class TrackingConfig(Section):
+    tensorboard: bool = True
+    mlflow: bool = False
+    mlflow_uri: str | None = None
+    wandb: bool = False
+    wandb_project: str | None = None
+
+
+class TrainConfig(Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainLoopConfig = TrainLoopConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# resolution: defaults < YAML < overrides
+# --------------------------------------------------------------------------------------------
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as YAML (5, 1e-4, true, [q, v])."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(
+            f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=1e-4"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (model:, train:, ...)"
+        )
+    return data
+
+
+def resolve(
+    model_cls: type[C],
+    yaml_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    source: str = "config",
+) -> C:
+    """Build `model_cls` from defaults, then `base`, then a YAML file, then `a.b=value` overrides.
+
+    `source` names where the values came from in error messages (a YAML path wins).
+    """
+    merged: dict[str, Any] = dict(base or {})
+    if yaml_path is not None:
+        merged = _deep_merge(merged, load_yaml(yaml_path))
+        source = str(yaml_path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _check_path(model_cls, keys, text)
+        _set_path(merged, keys, value)
+    try:
+        return model_cls.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model_cls, source)) from None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model class inside an annotation like `ModelConfig` or `ModelConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_path(model_cls: type[BaseModel], keys: list[str], text: str) -> None:
+    """Fail early on an override whose key does not exist, with the closest valid names."""
+    cls: type[BaseModel] | None = model_cls
+    for depth, key in enumerate(keys):
+        if cls is None:
+            prefix = ".".join(keys[:depth])
+            raise ConfigError(f"override {text!r}: {prefix} is a value, not a section")
+        fields = cls.model_fields
+        if key not in fields:
+            prefix = ".".join(keys[:depth])
+            raise ConfigError(_unknown_key_message(prefix, key, list(fields), f"override {text!r}"))
+        cls = _section_class(fields[key].annotation)
+
+
+def _unknown_key_message(prefix: str, key: str, valid: list[str], source: str) -> str:
+    dotted = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    full = [f"{prefix}.{name}" if prefix else name for name in (close or valid)]
+    hint = "did you mean " if close else "valid keys here: "
+    return f"{source}: unknown key '{dotted}'; {hint}{', '.join(full)}"
+
+
+def _describe_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        inner = _describe_type(args[0]) if args else "value"
+        return f"a list of {inner}"
+    if annotation is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _field_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    cls: type[BaseModel] | None = model_cls
+    annotation: Any = None
+    for part in loc:
+        if cls is None or not isinstance(part, str) or part not in cls.model_fields:
+            return annotation
+        annotation = cls.model_fields[part].annotation
+        cls = _section_class(annotation)
+    return annotation
+
+
+def format_validation_error(exc: ValidationError, model_cls: type[BaseModel], source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        named = tuple(p for p in loc if isinstance(p, str))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parent_cls: type[BaseModel] | None = model_cls
+            for part in named[:-1]:
+                parent_cls = (
+                    _section_class(parent_cls.model_fields[part].annotation) if parent_cls else None
+                )
+            valid = list(parent_cls.model_fields) if parent_cls else []
+            lines.append(_unknown_key_message(".".join(named[:-1]), named[-1], valid, source))
+            continue
+        annotation = _field_at(model_cls, loc)
+        got = err.get("input")
+        expected = f"; expected {_describe_type(annotation)}" if annotation is not None else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: field '{dotted}': {msg} (got {got!r}){expected}")
+    return "\n".join(lines)
+
+
+def to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML, saved with every run."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

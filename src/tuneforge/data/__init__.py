@@ -1,0 +1,1 @@
+"""Load, validate, clean, deduplicate, split and format training data."""

@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from tuneforge.config import PrepareConfig, TrainConfig, parse_override, resolve, to_yaml
+from tuneforge.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+
+
+def test_defaults_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n  epochs: 2\nmethod:\n  kind: lora\n  r: 8\n")
+    cfg = resolve(TrainConfig, path, ["train.lr=5e-5", "method.target_modules=[q_proj, v_proj]"])
+    assert cfg.train.lr == 5e-5  # override beats YAML
+    assert cfg.train.epochs == 2  # YAML beats default
+    assert cfg.train.batch_size == 8  # default
+    assert cfg.method.r == 8
+    assert cfg.method.target_modules == ["q_proj", "v_proj"]
+
+
+def test_unknown_key_names_key_and_closest(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rte: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, path)
+    assert "train.learning_rte" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, None, ["train.epoch=3"])
+    assert "unknown key 'train.epoch'" in str(err.value)
+    assert "train.epochs" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, None, ["trian.lr=3"])
+    assert "did you mean train" in str(err.value)
+
+
+def test_wrong_type_names_field_and_expected_type():
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, None, ["train.batch_size=many"])
+    message = str(err.value)
+    assert "train.batch_size" in message and "an integer" in message
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, None, ["method.kind=lorra"])
+    assert "method.kind" in str(err.value) and "'qlora'" in str(err.value)
+
+
+def test_impossible_combination_is_refused():
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, None, ["method.kind=full", "method.quantization=nf4"])
+    assert "method" in str(err.value) and "qlora" in str(err.value)
+
+
+def test_qlora_implies_nf4():
+    assert resolve(TrainConfig, None, ["method.kind=qlora"]).method.quantization == "nf4"
+
+
+def test_bad_yaml_names_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(TrainConfig, path)
+    assert f"{path}:" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["novalue", "=3", "a..b=1"])
+def test_malformed_override(text):
+    with pytest.raises(ConfigError):
+        parse_override(text)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = resolve(TrainConfig, None, ["train.lr=1e-4"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert resolve(TrainConfig, path) == cfg
+
+
+def test_prepare_config_checks_split_and_template():
+    with pytest.raises(ConfigError) as err:
+        resolve(PrepareConfig, base={"inputs": ["a"], "output_dir": "o", "split": [0.5, 0.5, 0.5]})
+    assert "split" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        resolve(PrepareConfig, base={"inputs": ["a"], "output_dir": "o", "template": "no slot"})
+    assert "{text}" in str(err.value)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    cfg = resolve(TrainConfig, path)
+    assert cfg.model.name
