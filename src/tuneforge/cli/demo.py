@@ -25,7 +25,7 @@ def demo_command(
 ) -> None:
     """Run the pipeline end to end on the shipped demo dataset."""
     from tuneforge.data.prepare import prepare
-    from tuneforge.models.tokenizer import load_tokenizer
+    from tuneforge.models.load import load_tokenizer
 
     out = Path(output_dir)
     data_dir = out / "data"

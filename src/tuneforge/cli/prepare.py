@@ -119,7 +119,7 @@ def prepare_command(
         "force": force,
     }
     cfg = resolve(PrepareConfig, base=options, source="tuneforge prepare")
-    from tuneforge.models.tokenizer import load_tokenizer
+    from tuneforge.models.load import load_tokenizer
 
     with console.status(f"loading tokenizer {cfg.tokenizer}"):
         tok = load_tokenizer(cfg.tokenizer)

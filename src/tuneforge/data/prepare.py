@@ -227,7 +227,7 @@ def prepare(cfg: PrepareConfig, tokenizer: Any) -> PrepareOutcome:
         rare_labels = {p.raw["label"] for p in rare}
         keep = [i for i, e in enumerate(pool) if e.label not in rare_labels]
         pool, groups = [pool[i] for i in keep], [groups[i] for i in keep]
-    _check_enough(pool, task, needed, len(examples))
+    _check_enough(pool, outcome, needed)
 
     strata = [e.label for e in pool] if task == "classification" else [None] * len(pool)
     assignment = assign_splits(groups, strata, ratios, cfg.seed)
@@ -268,25 +268,36 @@ def _task_of(inputs: list[InputFile]) -> str:
     return "generation"
 
 
-def _check_enough(pool: list[Example], task: str, needed: int, before: int) -> None:
+def _check_enough(pool: list[Example], outcome: PrepareOutcome, needed: int) -> None:
+    where = Location(", ".join(i.path for i in outcome.inputs))
     if len(pool) < needed:
+        removed = {
+            "invalid": len(outcome.rejected),
+            "duplicates": len(outcome.duplicates),
+            "in label conflicts": len(outcome.conflict_dropped),
+            "near-duplicates": len(outcome.near_dropped),
+            "leaked into the test file": len(outcome.leaked),
+            "with too-rare labels": len(outcome.rare_dropped),
+        }
+        why = ", ".join(f"{n} {reason}" for reason, n in removed.items() if n)
         raise DataError(
             [
                 Problem(
-                    Location("inputs"),
-                    f"only {len(pool)} usable example{'s' * (len(pool) != 1)} remain of {before} "
-                    f"after removing duplicates and bad rows; at least {needed} are needed "
-                    "(one per split)",
+                    where,
+                    f"only {len(pool)} usable example{'s' * (len(pool) != 1)} remain after "
+                    f"cleaning ({why or 'nothing removed'}); at least {needed} are needed, one "
+                    "per split: add distinct examples",
                 )
             ]
         )
-    if task == "classification" and len({e.label for e in pool}) < 2:
-        label = pool[0].label
+    labels = {e.label for e in pool}
+    if outcome.task == "classification" and len(labels) < 2:
         raise DataError(
             [
                 Problem(
-                    Location("inputs"),
-                    f"every example has the label {label!r}; a classifier needs two or more labels",
+                    where,
+                    f"every example has the label {pool[0].label!r}; a classifier needs two or "
+                    "more labels (or use --task generation)",
                 )
             ]
         )

@@ -132,8 +132,12 @@ def _conflicts(outcome: PrepareOutcome, policy_name: str) -> list[str]:
 
 def _near(outcome: PrepareOutcome) -> list[str]:
     pairs = outcome.near_duplicates
-    verb = "removed" if outcome.near_dropped else "kept; pass --near-dedup drop to remove"
-    out = ["", f"## Near-duplicates ({len(pairs)} pairs, {len(outcome.near_dropped)} {verb})", ""]
+    fate = (
+        f"{len(outcome.near_dropped)} removed"
+        if outcome.near_dropped
+        else "kept; pass --near-dedup drop to remove them"
+    )
+    out = ["", f"## Near-duplicates ({len(pairs)} pairs, {fate})", ""]
     if not pairs:
         return [*out, "None."]
     mixed = [p for p in pairs if p.first.label != p.second.label]
