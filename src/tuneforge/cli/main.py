@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import demo, prepare
+from tuneforge.cli import demo, prepare, train
 
 app = typer.Typer(
     name="tuneforge",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("prepare")(prepare.prepare_command)
+app.command("train")(train.train_command)
 app.command("demo")(demo.demo_command)
 
 

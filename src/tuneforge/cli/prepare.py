@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.panel import Panel
 from rich.text import Text
 
 from tuneforge.cli.common import console, report_errors
@@ -156,11 +155,12 @@ def show_preview(cfg: PrepareConfig, tokenizer: Any, count: int) -> None:
                 text.append(rendered.text[start:end], style="bold green")
                 cursor = end
             text.append(rendered.text[cursor:], style="dim")
-            title = (
-                f"{example.where} · {len(tokens.input_ids)} tokens, "
-                f"{tokens.num_answer_tokens} trained (bold green)"
+            console.rule(f"{example.where}", align="left")
+            console.print(text, soft_wrap=True)
+            console.print(
+                f"[dim]{len(tokens.input_ids)} tokens: {tokens.num_answer_tokens} trained "
+                "(bold green), the rest masked from the loss (dim)[/]"
             )
-            console.print(Panel(text, title=title, title_align="left"))
             shown += 1
         if shown >= count:
             break

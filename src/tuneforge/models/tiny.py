@@ -117,7 +117,7 @@ def build_tiny_causal_lm(
     pad_token: bool = False,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny random causal LM + tokenizer to `directory` (an HF model directory) and return it.
+    """Write a tiny random causal LM + tokenizer to `directory` (an HF model dir); returns it.
 
     `chat_template=None` means the architecture's usual: ChatML for llama, none for gemma.
     Deterministic for a given `seed`. Weights are float32 safetensors (~100 KB).

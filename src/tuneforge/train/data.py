@@ -1,0 +1,157 @@
+"""Training data: a `prepare` output tokenized once (and cached), length-grouped batches.
+
+Batches are a pure function of (seed, epoch), so a resumed run replays exactly the batches the
+interrupted one would have seen, skipping those it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.data.format import IGNORE_INDEX, tokenize_example
+from tuneforge.errors import TuneforgeError
+from tuneforge.fsutil import sha256_file
+
+TOKENIZED_FORMAT = 1  # bump when the cached representation changes
+
+
+@dataclass
+class TokenizedSplit:
+    """Token ids and labels of one split, unpadded. labels use IGNORE_INDEX outside answers."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    truncated: int = 0  # examples whose prompt start was cut to fit max_seq_len
+    dropped: int = 0  # examples with no answer token left after truncation
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def read_split(path: Path) -> list[dict[str, Any]]:
+    """Rows of a chat JSONL file written by `prepare` (or by hand in the same form)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TuneforgeError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+                raise TuneforgeError(
+                    f"{path}:{number}: expected an object with 'messages'; "
+                    "run `tuneforge prepare` to produce training files"
+                )
+            rows.append(row)
+    return rows
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Identity of a tokenizer + template, for the tokenization cache key."""
+    digest = hashlib.sha256()
+    digest.update(str(tokenizer.chat_template).encode())
+    digest.update(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return digest.hexdigest()
+
+
+def tokenize_rows(rows: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> TokenizedSplit:
+    """Render and mask each conversation; keep the end (the answer) when it is too long."""
+    split = TokenizedSplit([], [])
+    for row in rows:
+        tokens = tokenize_example(tokenizer, row["messages"])
+        ids, labels = tokens.input_ids, tokens.labels
+        if len(ids) > max_seq_len:
+            split.truncated += 1
+            ids, labels = ids[-max_seq_len:], labels[-max_seq_len:]
+        if all(label == IGNORE_INDEX for label in labels[1:]):
+            split.dropped += 1
+            continue
+        split.input_ids.append(ids)
+        split.labels.append(labels)
+    return split
+
+
+def load_tokenized(
+    path: Path, tokenizer: Any, max_seq_len: int, cache_dir: Path | None
+) -> TokenizedSplit:
+    """Tokenize a split, reusing a cached result keyed by file, tokenizer and length."""
+    key_source = (
+        f"{TOKENIZED_FORMAT}:{sha256_file(path)}:{tokenizer_fingerprint(tokenizer)}:{max_seq_len}"
+    )
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:32]
+    cached = cache_dir / f"{key}.pt" if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        data = torch.load(cached, weights_only=True)
+        return TokenizedSplit(data["input_ids"], data["labels"], data["truncated"], data["dropped"])
+    split = tokenize_rows(read_split(path), tokenizer, max_seq_len)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        torch.save(
+            {
+                "input_ids": split.input_ids,
+                "labels": split.labels,
+                "truncated": split.truncated,
+                "dropped": split.dropped,
+            },
+            tmp,
+        )
+        tmp.replace(cached)
+    return split
+
+
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch, deterministic in (seed, epoch).
+
+    Length grouping sorts within shuffled windows of 64 batches, so a batch holds examples of
+    similar length (little padding) while batch order stays random.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * 64
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def collate(split: TokenizedSplit, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example: input_ids, attention_mask, labels [B, T]."""
+    width = max(len(split.input_ids[i]) for i in indices)
+    input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, index in enumerate(indices):
+        ids = split.input_ids[index]
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(split.labels[index])
+        attention[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
+    return math.ceil(num_batches / grad_accum)

@@ -1,0 +1,303 @@
+"""The training loop: one function, read top to bottom.
+
+    setup (model, method, data, optimizer, schedule) -> [resume] -> for each epoch, for each
+    optimizer step: forward/backward over `grad_accum` micro-batches -> guard -> clip -> step ->
+    log -> validate / early-stop -> checkpoint  -> restore best -> save the run.
+
+Loss is averaged over answer tokens across the whole accumulation window (and all processes),
+so gradient accumulation and data parallelism give the same update as one big batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.config import TrainConfig
+from tuneforge.errors import TuneforgeError
+from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.data import TokenizedSplit, collate, epoch_batches
+from tuneforge.train.loss import answer_loss, virtual_token_offset
+from tuneforge.train.tracking import Tracker, plot_losses
+
+
+class TrainingDivergedError(TuneforgeError):
+    """NaN/inf loss or an exploding gradient: the run stops at the last good checkpoint."""
+
+    exit_code = 3
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_train_loss: float | None
+    best_val_loss: float | None
+    best_step: int | None
+    stopped_early: bool
+    examples_per_second: float
+    wall_seconds: float
+
+
+def build_optimizer(model: Any, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; 8-bit (paged for QLoRA) from bitsandbytes when on CUDA and asked for (or auto)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = cfg.train.optimizer
+    if kind == "auto":
+        kind = "adamw"
+        if device.type == "cuda" and _has_bitsandbytes():
+            kind = "paged_adamw_8bit" if cfg.method.kind == "qlora" else "adamw_8bit"
+    hyper = {"lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay}
+    if kind == "adamw":
+        return torch.optim.AdamW(params, **hyper)
+    if device.type != "cuda":
+        raise TuneforgeError(f"train.optimizer={kind} needs a CUDA GPU; use adamw on CPU")
+    import bitsandbytes as bnb
+
+    optimizer_class = (
+        bnb.optim.PagedAdamW8bit if kind == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    )
+    return optimizer_class(params, **hyper)
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int, world: int) -> int:
+    per_epoch = math.ceil(batches_per_epoch / (cfg.train.grad_accum * world))
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    return max(1, math.ceil(per_epoch * cfg.train.epochs))
+
+
+@torch.no_grad()
+def validation_loss(
+    model: Any, split: TokenizedSplit, cfg: TrainConfig, pad_id: int, accelerator: Any
+) -> float:
+    """Mean loss per answer token over the validation split (sharded across processes)."""
+    model.eval()
+    offset = virtual_token_offset(accelerator.unwrap_model(model))
+    batches = epoch_batches(split.lengths, cfg.train.batch_size, 0, 0, group_by_length=True)
+    totals = torch.zeros(2, device=accelerator.device)  # [loss sum, token count]
+    for indices in batches[accelerator.process_index :: accelerator.num_processes]:
+        batch = {k: v.to(accelerator.device) for k, v in collate(split, indices, pad_id).items()}
+        with accelerator.autocast():
+            loss_sum, count = answer_loss(model, batch, offset)
+        totals += torch.stack([loss_sum.float(), count.float()])
+    totals = accelerator.reduce(totals, reduction="sum")
+    model.train()
+    return (totals[0] / totals[1].clamp(min=1)).item()
+
+
+def train_loop(
+    cfg: TrainConfig,
+    run_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    accelerator: Any,
+    train_split: TokenizedSplit,
+    val_split: TokenizedSplit | None,
+    resume_from: Path | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train `model` (already carrying its PEFT method) and write checkpoints into `run_dir`."""
+    t = cfg.train
+    world, rank = accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    pad_id = tokenizer.pad_token_id
+    offset = virtual_token_offset(model)
+
+    # -- optimizer and schedule ---------------------------------------------------------------
+    first_epoch_batches = epoch_batches(
+        train_split.lengths, t.batch_size, t.seed, 0, cfg.data.group_by_length
+    )
+    steps = total_steps(cfg, len(first_epoch_batches), world)
+    optimizer = build_optimizer(model, cfg, accelerator.device)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(
+        {"constant": "constant_with_warmup"}.get(t.scheduler, t.scheduler),
+        optimizer,
+        num_warmup_steps=math.ceil(t.warmup_ratio * steps),
+        num_training_steps=steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    # -- resume -------------------------------------------------------------------------------
+    state = ckpt.TrainState()
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(
+            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
+        )
+    tracker = (
+        Tracker(run_dir, cfg, resume_step=state.step if resume_from else None) if main else None
+    )
+
+    # -- loop ---------------------------------------------------------------------------------
+    window = t.grad_accum * world  # micro-batches per optimizer step, over all processes
+    started = time.perf_counter() - state.elapsed_seconds
+    last_loss: float | None = None
+    stopped_early = False
+    model.train()
+    while state.step < steps and not stopped_early:
+        batches = epoch_batches(
+            train_split.lengths, t.batch_size, t.seed, state.epoch, cfg.data.group_by_length
+        )
+        batches = batches[: len(batches) - len(batches) % world] or batches  # every rank gets work
+        while state.batch_in_epoch < len(batches) and state.step < steps:
+            step_batches = batches[state.batch_in_epoch : state.batch_in_epoch + window]
+            mine = step_batches[rank::world]
+            # Tokens that carry loss in the whole window: the loss of each micro-batch is divided
+            # by this, times `world` because data parallelism averages gradients over processes.
+            window_tokens = sum(
+                sum(1 for lab in train_split.labels[i][1:] if lab != -100)
+                for b in step_batches
+                for i in b
+            )
+            loss_total = 0.0
+            for micro, indices in enumerate(mine):
+                batch = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate(train_split, indices, pad_id).items()
+                }
+                sync = micro == len(mine) - 1
+                with (
+                    accelerator.no_sync(model) if not sync else _nullcontext(),
+                    accelerator.autocast(),
+                ):
+                    loss_sum, _ = answer_loss(model, batch, offset)
+                    loss = loss_sum * world / window_tokens
+                accelerator.backward(loss)
+                loss_total += loss_sum.item()
+            # The mean over all processes' tokens, for logging and the divergence guard.
+            loss_value = accelerator.reduce(
+                torch.tensor(loss_total, device=accelerator.device), "sum"
+            ).item()
+            loss_value /= window_tokens
+            grad_norm = accelerator.clip_grad_norm_(trainable, t.max_grad_norm or float("inf"))
+            grad_norm = float(grad_norm)
+            if (
+                not math.isfinite(loss_value)
+                or not math.isfinite(grad_norm)
+                or grad_norm > t.grad_norm_limit
+            ):
+                raise _diverged(run_dir, state.step + 1, loss_value, grad_norm, cfg)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step += 1
+            state.batch_in_epoch += len(step_batches)
+            state.examples_seen += sum(len(b) for b in step_batches)
+            state.tokens_seen += sum(len(train_split.input_ids[i]) for b in step_batches for i in b)
+            state.elapsed_seconds = time.perf_counter() - started
+            last_loss = loss_value
+            record = {
+                "step": state.step,
+                "epoch": round(state.epoch + state.batch_in_epoch / len(batches), 4),
+                "train/loss": loss_value,
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/grad_norm": grad_norm,
+                "train/examples_per_s": state.examples_seen / max(state.elapsed_seconds, 1e-9),
+            }
+
+            epoch_done = state.batch_in_epoch >= len(batches)
+            run_done = state.step >= steps
+            should_eval = val_split is not None and (
+                (t.eval_every is not None and state.step % t.eval_every == 0)
+                or epoch_done
+                or run_done
+            )
+            if should_eval:
+                val = validation_loss(model, val_split, cfg, pad_id, accelerator)
+                record["val/loss"] = val
+                if state.best_val_loss is None or val < state.best_val_loss:
+                    state.best_val_loss, state.best_step = val, state.step
+                    state.evals_without_improvement = 0
+                else:
+                    state.evals_without_improvement += 1
+                    patience = t.early_stopping_patience
+                    stopped_early = (
+                        patience is not None and state.evals_without_improvement >= patience
+                    )
+            if epoch_done:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            if main:
+                tracker.log(record)
+                if on_step is not None:
+                    on_step({**record, "total_steps": steps})
+            should_save = (
+                (t.save_every is not None and state.step % t.save_every == 0)
+                or epoch_done
+                or run_done
+                or stopped_early
+                or (should_eval and state.best_step == state.step)
+            )
+            if should_save:
+                if main:
+                    ckpt.save_checkpoint(
+                        run_dir,
+                        accelerator.unwrap_model(model),
+                        optimizer,
+                        scheduler,
+                        state,
+                        t.keep_last,
+                    )
+                accelerator.wait_for_everyone()
+            if stopped_early:
+                break
+
+    # -- finish: restore the best weights (by validation loss) --------------------------------
+    unwrapped = accelerator.unwrap_model(model)
+    if state.best_step is not None and state.best_step != state.step:
+        ckpt.load_trainable(
+            unwrapped, ckpt.checkpoint_dir(run_dir) / f"{ckpt.PREFIX}{state.best_step:08d}"
+        )
+    wall = time.perf_counter() - started
+    if main:
+        tracker.close()
+        plot_losses(run_dir)
+    return TrainResult(
+        run_dir=run_dir,
+        steps=state.step,
+        final_train_loss=last_loss,
+        best_val_loss=state.best_val_loss,
+        best_step=state.best_step,
+        stopped_early=stopped_early,
+        examples_per_second=state.examples_seen / max(state.elapsed_seconds, 1e-9),
+        wall_seconds=wall,
+    )
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _diverged(
+    run_dir: Path, step: int, loss: float, grad_norm: float, cfg: TrainConfig
+) -> TrainingDivergedError:
+    saved = ckpt.list_checkpoints(run_dir)
+    kept = (
+        f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was saved before it"
+    )
+    what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm:.3g}"
+    return TrainingDivergedError(
+        f"training diverged at step {step}: {what}; {kept}. Likely fix: lower train.lr "
+        f"(now {cfg.train.lr:g}), keep train.max_grad_norm set (now {cfg.train.max_grad_norm}), "
+        "or add warmup (train.warmup_ratio)"
+    )

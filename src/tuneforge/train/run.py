@@ -1,0 +1,279 @@
+"""`train`: check everything, set up the run directory, run the loop, save what was made.
+
+Everything a user can get wrong (config, data dir, model, target modules) is checked before the
+run directory exists, so a bad command leaves nothing behind. A run that starts keeps its
+directory (checkpoints included) even if it later fails, so it can be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tuneforge import __version__
+from tuneforge.config import TrainConfig, resolve, to_yaml
+from tuneforge.errors import TuneforgeError
+from tuneforge.fsutil import atomic_write_text, sha256_file
+from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.loop import TrainResult, train_loop
+
+RUN_FILES = ("config.yaml", "manifest.json", "metrics.jsonl", "loss.png")
+
+
+def check_data_dir(cfg: TrainConfig) -> Path:
+    if cfg.data.dir is None:
+        raise TuneforgeError(
+            "data.dir is not set: point it at a `tuneforge prepare` output, e.g. data.dir=data/banking77"
+        )
+    data_dir = Path(cfg.data.dir)
+    if not data_dir.is_dir():
+        raise TuneforgeError(
+            f"data.dir {data_dir}: no such directory; run `tuneforge prepare ... -o {data_dir}`"
+        )
+    if not (data_dir / "train.jsonl").is_file():
+        raise TuneforgeError(
+            f"data.dir {data_dir}: no train.jsonl in it; is it a `tuneforge prepare` output?"
+        )
+    return data_dir
+
+
+def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to clobber a run."""
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise TuneforgeError(f"--resume: {run_dir} is not a tuneforge run (no config.yaml)")
+        check_resume_config(run_dir, cfg)
+        found = ckpt.list_checkpoints(run_dir)
+        if not found:
+            raise TuneforgeError(f"--resume: {run_dir} has no checkpoint to resume from")
+        return found[-1]
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TuneforgeError(f"{run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise TuneforgeError(
+            f"{run_dir}: already holds a run; pass --resume to continue it, --force to replace it, "
+            "or choose another -o"
+        )
+    return None
+
+
+def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
+    saved = resolve(TrainConfig, run_dir / "config.yaml")
+    allowed = {"train.max_steps", "train.epochs", "tracking"}
+    old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changed = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise TuneforgeError(
+            f"--resume with a different config ({diffs}); resume with the run's own config.yaml "
+            "(only train.max_steps, train.epochs and tracking may change)"
+        )
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    import torch
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and cfg.model.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+
+
+def environment(accelerator: Any) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for package in (
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "bitsandbytes",
+        "datasets",
+        "safetensors",
+    ):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    hardware = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(accelerator.device),
+        "processes": accelerator.num_processes,
+    }
+    if torch.cuda.is_available():
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    return {
+        "tuneforge_version": __version__,
+        "git_commit": _git_commit(),
+        "packages": versions,
+        "hardware": hardware,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def peak_memory_bytes() -> dict[str, int]:
+    import resource
+
+    import torch
+
+    peak = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available():
+        peak["cuda_allocated"] = torch.cuda.max_memory_allocated()
+    return peak
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune per `cfg` into `run_dir`; see the module docstring for the guarantees."""
+    from accelerate.utils import set_seed
+
+    from tuneforge.models.adapters import attach_method, count_parameters, learning_rate_warning
+    from tuneforge.models.load import load_model
+    from tuneforge.models.tokenizer import save_tokenizer
+    from tuneforge.train.data import load_tokenized
+    from tuneforge.train.tracking import check_backends
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    data_dir = check_data_dir(cfg)
+    check_backends(cfg.tracking)
+    resume_from = check_run_dir(run_dir, cfg, resume, force)
+    if warning := learning_rate_warning(cfg.method, cfg.train.lr):
+        log(f"warning: {warning}")
+
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.train.seed)
+    model, tokenizer, info = load_model(
+        cfg.model,
+        device=str(accelerator.device),
+        quantization=cfg.method.quantization,
+        double_quant=cfg.method.double_quant,
+    )
+    model = attach_method(
+        model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
+    )
+    trainable, total = count_parameters(model)
+    log(
+        f"model {cfg.model.name} ({info.source_kind}), method {cfg.method.kind}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f} %)"
+    )
+
+    from tuneforge.models.cache import cache_root
+
+    token_cache = cache_root() / "tokenized"
+    train_split = load_tokenized(
+        data_dir / "train.jsonl", tokenizer, cfg.model.max_seq_len, token_cache
+    )
+    if len(train_split) == 0:
+        raise TuneforgeError(
+            f"{data_dir / 'train.jsonl'}: no example has an answer token to train on"
+        )
+    val_path = data_dir / "val.jsonl"
+    val_split = None
+    if val_path.is_file() and val_path.stat().st_size > 0:
+        val_split = load_tokenized(val_path, tokenizer, cfg.model.max_seq_len, token_cache)
+    if train_split.truncated:
+        log(
+            f"note: {train_split.truncated} training examples were longer than model.max_seq_len={cfg.model.max_seq_len}; their prompt start was cut"
+        )
+    if (cfg.train.eval_every or cfg.train.early_stopping_patience) and val_split is None:
+        raise TuneforgeError(
+            f"train.eval_every / early stopping need validation data: {val_path} is missing or empty"
+        )
+
+    # The run directory is created only now: everything above could still fail on bad input.
+    if accelerator.is_main_process:
+        if resume_from is None and run_dir.exists():
+            shutil.rmtree(run_dir)  # --force: replace the old run, now that the new one can start
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        save_tokenizer(tokenizer, run_dir)
+        for extra in ("labels.json", "manifest.json"):
+            if (data_dir / extra).is_file():
+                (run_dir / "data").mkdir(exist_ok=True)
+                shutil.copyfile(data_dir / extra, run_dir / "data" / extra)
+    accelerator.wait_for_everyone()
+    if resume_from is not None:
+        log(f"resuming from {resume_from}")
+
+    result = train_loop(
+        cfg, run_dir, model, tokenizer, accelerator, train_split, val_split, resume_from, on_step
+    )
+
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(run_dir, safe_serialization=True)
+        manifest = {
+            "run": run_dir.name,
+            "method": cfg.method.kind,
+            "model": info.to_dict(),
+            "dataset": {
+                "dir": str(data_dir),
+                "manifest_sha256": sha256_file(data_dir / "manifest.json")
+                if (data_dir / "manifest.json").is_file()
+                else None,
+                "train_sha256": sha256_file(data_dir / "train.jsonl"),
+                "train_examples": len(train_split),
+                "val_examples": len(val_split) if val_split is not None else 0,
+                "truncated": train_split.truncated,
+            },
+            "parameters": {"trainable": trainable, "total": total},
+            "seed": cfg.train.seed,
+            "result": {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
+            },
+            "global_batch": cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes,
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "peak_memory_bytes": peak_memory_bytes(),
+            **environment(accelerator),
+        }
+        atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return result
