@@ -139,6 +139,8 @@ class TrainLoopConfig(Section):
     save_every: int | None = Field(None, gt=0)
     keep_last: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, gt=0)
+    share_prefix: bool = True
+    """Compute the prompt prefix all examples share (system prompt) once per batch."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
 

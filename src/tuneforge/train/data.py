@@ -139,6 +139,28 @@ def epoch_batches(
     return [batches[i] for i in shuffled]
 
 
+def shared_prefix_length(split: TokenizedSplit, minimum: int = 4) -> int:
+    """Tokens every example starts with and that carry no loss (0 if fewer than `minimum`).
+
+    Prepared data repeats one system prompt and turn header in every example; `answer_loss`
+    computes that prefix once per batch. The prefix stops one token before the first label (a
+    label at t is predicted from t-1) and leaves every example at least two tokens of its own.
+    """
+    if not split.input_ids:
+        return 0
+    first = split.input_ids[0]
+    limit = min(len(ids) for ids in split.input_ids) - 2
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in split.input_ids):
+        length += 1
+    first_label = min(
+        next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(labels))
+        for labels in split.labels
+    )
+    length = min(length, first_label - 1)
+    return length if length >= minimum else 0
+
+
 def collate(split: TokenizedSplit, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example: input_ids, attention_mask, labels [B, T]."""
     width = max(len(split.input_ids[i]) for i in indices)

@@ -22,7 +22,7 @@ import torch
 from tuneforge.config import TrainConfig
 from tuneforge.errors import TuneforgeError
 from tuneforge.train import checkpoint as ckpt
-from tuneforge.train.data import TokenizedSplit, collate, epoch_batches
+from tuneforge.train.data import TokenizedSplit, collate, epoch_batches, shared_prefix_length
 from tuneforge.train.loss import answer_loss, virtual_token_offset
 from tuneforge.train.tracking import Tracker, plot_losses
 
@@ -85,13 +85,20 @@ def validation_loss(
 ) -> float:
     """Mean loss per answer token over the validation split (sharded across processes)."""
     model.eval()
-    offset = virtual_token_offset(accelerator.unwrap_model(model))
+    unwrapped = accelerator.unwrap_model(model)
+    offset = virtual_token_offset(unwrapped)
+    prompt_learning = getattr(
+        getattr(unwrapped, "active_peft_config", None), "is_prompt_learning", False
+    )
+    prefix_len = (
+        shared_prefix_length(split) if cfg.train.share_prefix and not prompt_learning else 0
+    )
     batches = epoch_batches(split.lengths, cfg.train.batch_size, 0, 0, group_by_length=True)
     totals = torch.zeros(2, device=accelerator.device)  # [loss sum, token count]
     for indices in batches[accelerator.process_index :: accelerator.num_processes]:
         batch = {k: v.to(accelerator.device) for k, v in collate(split, indices, pad_id).items()}
         with accelerator.autocast():
-            loss_sum, count = answer_loss(model, batch, offset)
+            loss_sum, count = answer_loss(model, batch, offset, prefix_len)
         totals += torch.stack([loss_sum.float(), count.float()])
     totals = accelerator.reduce(totals, reduction="sum")
     model.train()
@@ -115,6 +122,11 @@ def train_loop(
     main = accelerator.is_main_process
     pad_id = tokenizer.pad_token_id
     offset = virtual_token_offset(model)
+    # Prompt and prefix tuning feed their own virtual tokens / past key-values: no sharing there.
+    prompt_learning = getattr(
+        getattr(model, "active_peft_config", None), "is_prompt_learning", False
+    )
+    prefix_len = shared_prefix_length(train_split) if t.share_prefix and not prompt_learning else 0
 
     # -- optimizer and schedule ---------------------------------------------------------------
     first_epoch_batches = epoch_batches(
@@ -175,7 +187,7 @@ def train_loop(
                     accelerator.no_sync(model) if not sync else _nullcontext(),
                     accelerator.autocast(),
                 ):
-                    loss_sum, _ = answer_loss(model, batch, offset)
+                    loss_sum, _ = answer_loss(model, batch, offset, prefix_len)
                     loss = loss_sum * world / window_tokens
                 accelerator.backward(loss)
                 loss_total += loss_sum.item()

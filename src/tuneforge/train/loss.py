@@ -27,20 +27,37 @@ def virtual_token_offset(model: Any) -> int:
 
 
 def answer_loss(
-    model: Any, batch: dict[str, torch.Tensor], offset: int = 0
+    model: Any, batch: dict[str, torch.Tensor], offset: int = 0, prefix_len: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of token losses, number of label tokens) for a right-padded batch.
 
     batch: input_ids, attention_mask, labels [B, T]. Position t predicts token t+1, so logits
     are kept at every t where some row has a label at t+1 (their union across the batch).
+
+    prefix_len > 0: the first `prefix_len` tokens are identical in every row and carry no
+    label (the system prompt and turn header). They are run once, for one row, and their
+    keys/values shared by the batch, instead of recomputed B times; gradients flow back through
+    the shared cache, so loss and gradients equal the unshared computation.
     """
-    targets = batch["labels"][:, 1:]  # [B, T-1]
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    past = None
+    positions = None
+    if prefix_len:
+        batch_size, width = input_ids.shape
+        shared = model(input_ids=input_ids[:1, :prefix_len], use_cache=True, logits_to_keep=1)
+        past = shared.past_key_values
+        past.batch_repeat_interleave(batch_size)
+        input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
+        positions = torch.arange(prefix_len, width, device=input_ids.device).expand(batch_size, -1)
+    targets = labels[:, 1:]  # [B, T-1]
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)  # [K]
     outputs = model(
-        input_ids=batch["input_ids"],
+        input_ids=input_ids,
         attention_mask=batch["attention_mask"],
+        past_key_values=past,
+        position_ids=positions,
         logits_to_keep=keep + offset,
-        use_cache=False,
+        use_cache=past is not None,
     )
     logits = outputs.logits  # [B, K, V]
     kept_targets = targets[:, keep]  # [B, K]
