@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import demo, prepare, train
+from tuneforge.cli import demo, eval, prepare, train
 
 app = typer.Typer(
     name="tuneforge",
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.command("prepare")(prepare.prepare_command)
 app.command("train")(train.train_command)
+app.command("eval")(eval.eval_command)
 app.command("demo")(demo.demo_command)
 
 

@@ -35,6 +35,7 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     elapsed_seconds: float = 0.0
+    train_loss: float | None = None  # of the last step, so resuming a finished run reports it
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

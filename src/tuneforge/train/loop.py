@@ -126,7 +126,9 @@ def train_loop(
     prompt_learning = getattr(
         getattr(model, "active_peft_config", None), "is_prompt_learning", False
     )
-    prefix_len = shared_prefix_length(train_split) if t.share_prefix and not prompt_learning else 0
+    # Gradient checkpointing turns the model's KV cache off, which prefix sharing relies on.
+    share = t.share_prefix and not prompt_learning and not cfg.model.gradient_checkpointing
+    prefix_len = shared_prefix_length(train_split) if share else 0
 
     # -- optimizer and schedule ---------------------------------------------------------------
     first_epoch_batches = epoch_batches(
@@ -158,8 +160,9 @@ def train_loop(
     # -- loop ---------------------------------------------------------------------------------
     window = t.grad_accum * world  # micro-batches per optimizer step, over all processes
     started = time.perf_counter() - state.elapsed_seconds
-    last_loss: float | None = None
-    stopped_early = False
+    last_loss: float | None = state.train_loss
+    patience = t.early_stopping_patience  # a run resumed after it stopped early stays stopped
+    stopped_early = patience is not None and state.evals_without_improvement >= patience
     model.train()
     while state.step < steps and not stopped_early:
         batches = epoch_batches(
@@ -213,7 +216,7 @@ def train_loop(
             state.examples_seen += sum(len(b) for b in step_batches)
             state.tokens_seen += sum(len(train_split.input_ids[i]) for b in step_batches for i in b)
             state.elapsed_seconds = time.perf_counter() - started
-            last_loss = loss_value
+            last_loss = state.train_loss = loss_value
             record = {
                 "step": state.step,
                 "epoch": round(state.epoch + state.batch_in_epoch / len(batches), 4),
@@ -267,8 +270,8 @@ def train_loop(
                         t.keep_last,
                     )
                 accelerator.wait_for_everyone()
-            if stopped_early:
-                break
+            if stopped_early or epoch_done:
+                break  # a new epoch: the outer loop draws its batches (seeded by the epoch)
 
     # -- finish: restore the best weights (by validation loss) --------------------------------
     unwrapped = accelerator.unwrap_model(model)

@@ -1,0 +1,264 @@
+"""`tuneforge eval` end to end on tiny runs: the report, and bad inputs (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tuneforge.cli.main import app
+
+SYSTEM = {"role": "system", "content": "Classify the item. Answer with the label only."}
+KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish", "oak": "tree"}
+
+
+def cls_row(i: int) -> dict:
+    word = list(KEYWORDS)[i % len(KEYWORDS)]
+    text = f"What is {word}? item {i}" + " please" * (i % 3)
+    return {
+        "messages": [
+            SYSTEM,
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": KEYWORDS[word]},
+        ],
+        "label": KEYWORDS[word],
+        "text": text,
+    }
+
+
+def gen_row(i: int) -> dict:
+    word = list(KEYWORDS)[i % len(KEYWORDS)]
+    return {
+        "messages": [
+            {"role": "system", "content": "Answer in JSON."},
+            {"role": "user", "content": f"Describe {word} {i}"},
+            {"role": "assistant", "content": json.dumps({"name": word, "kind": KEYWORDS[word]})},
+        ]
+    }
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_run(root: Path, model_dir: Path, task: str, kind: str = "lora") -> Path:
+    from tuneforge.config import TrainConfig, resolve
+    from tuneforge.train.run import train
+
+    data = root / f"data-{task}"
+    make = cls_row if task == "classification" else gen_row
+    write_jsonl(data / "train.jsonl", [make(i) for i in range(24)])
+    write_jsonl(data / "test.jsonl", [make(i) for i in range(100, 112)])
+    if task == "classification":
+        (data / "labels.json").write_text(json.dumps(sorted(set(KEYWORDS.values()))))
+    cfg = resolve(
+        TrainConfig,
+        None,
+        [
+            f"model.name={model_dir}",
+            f"data.dir={data}",
+            f"method.kind={kind}",
+            "tracking.tensorboard=false",
+            "train.max_steps=4",
+            "train.batch_size=8",
+            "train.lr=1e-2",
+            "train.warmup_ratio=0",
+        ],
+    )
+    run = root / f"run-{task}-{kind}"
+    train(cfg, run, log=lambda _: None)
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNEFORGE_CACHE", str(root / "cache"))
+        return {
+            "classification": make_run(root, tiny_model_dir, "classification"),
+            "generation": make_run(root, tiny_model_dir, "generation"),
+        }
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "tf-cache"))
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+
+def test_three_way_classification_report(runs, tmp_path):
+    run = runs["classification"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text('What is apple?\n{"prompt": "What is oak?"}\n', encoding="utf-8")
+    out = tmp_path / "report"
+    result = invoke(
+        run, "--data", run.parent / "data-classification" / "test.jsonl", "-o", out,
+        "--baselines", "zero,fewshot", "--shots", "3", "--prompts", prompts,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tuned" in result.output and "base_fewshot" in result.output
+    assert f"{out}/report.md" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and metrics["n"] == 12
+    assert metrics["labels"] == ["fish", "fruit", "tree", "vegetable"]
+    assert set(metrics["variants"]) == {"tuned", "base_zero", "base_fewshot"}
+    for variant in metrics["variants"].values():
+        lo, hi = variant["accuracy_ci"]
+        assert 0 <= lo <= variant["accuracy"] <= hi <= 1
+        lo, hi = variant["macro_f1_ci"]
+        assert 0 <= lo <= hi <= 1
+        assert 0 <= variant["invalid_rate"] <= 1
+        assert variant["prompt_tokens"] > 0 and variant["seconds"] >= 0
+    # Few-shot prompts carry 3 examples more than zero-shot ones.
+    assert (
+        metrics["variants"]["base_fewshot"]["prompt_tokens"]
+        > metrics["variants"]["base_zero"]["prompt_tokens"]
+    )
+    assert metrics["variants"]["tuned"]["output_variation"] is not None
+    assert set(metrics["comparisons"]) == {"base_zero", "base_fewshot"}
+    comparison = metrics["comparisons"]["base_zero"]
+    assert {"p_value", "a_only", "b_only"} <= set(comparison["mcnemar"])
+    assert {"diff", "lo", "hi"} == set(comparison["difference"])
+    assert metrics["flipped"]["vs"] in ("base_zero", "base_fewshot")
+    for example in metrics["worst"]:
+        assert {"index", "text", "gold", "pred", "other_pred", "confidence"} == set(example)
+        assert example["pred"] in metrics["labels"]
+    assert set(metrics["perplexity"]) == {"answer", "sequence"}
+    assert metrics["forgetting"]["base"]["n"] == metrics["forgetting"]["tuned"]["n"] == 50
+    assert [p["prompt"] for p in metrics["prompts"]] == ["What is apple?", "What is oak?"]
+    for name in (
+        "report.md",
+        "report.html",
+        "confusion_tuned.png",
+        "comparison.png",
+        "predictions.jsonl",
+    ):
+        assert (out / name).is_file(), name
+    predictions = [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(predictions) == 12 and all(p["tuned"] in metrics["labels"] for p in predictions)
+    assert not list(tmp_path.glob(".report.tmp-*"))
+
+
+def test_generation_report_and_default_paths(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["generation"], run)
+    result = invoke(run, "--baselines", "zero", "--no-forgetting", "--no-variation", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())  # default -o RUN/eval
+    assert metrics["task"] == "generation" and metrics["labels"] is None and metrics["n"] == 5
+    tuned = metrics["variants"]["tuned"]
+    assert {"exact_match", "token_f1", "rouge_l", "json", "exact_match_ci", "token_f1_ci"} <= set(
+        tuned
+    )
+    assert "field_f1_ci" in tuned["json"]
+    assert metrics["comparisons"]["base_zero"]["metric"] == "field_f1"
+    assert metrics["forgetting"] is None and metrics["prompts"] is None
+    # A second run refuses to overwrite; --force replaces.
+    again = invoke(run, "--baselines", "none", "--no-forgetting", "--no-variation", "--limit", "2")
+    assert again.exit_code == 2 and "--force" in again.output
+    forced = invoke(
+        run, "--baselines", "none", "--no-forgetting", "--no-variation", "--limit", "2", "--force"
+    )
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((run / "eval" / "metrics.json").read_text())["n"] == 2
+
+
+def _bad(kind: str, runs: dict[str, Path], tmp: Path) -> tuple[list, str]:
+    run = runs["classification"]
+    test = run.parent / "data-classification" / "test.jsonl"
+    if kind == "missing_run":
+        return [tmp / "nope", "--data", test], "no such directory"
+    if kind == "run_without_weights":
+        broken = tmp / "broken"
+        shutil.copytree(run, broken)
+        (broken / "adapter_model.safetensors").unlink()
+        return [broken, "--data", test], "adapter_model.safetensors missing"
+    if kind == "missing_data":
+        return [run, "--data", tmp / "absent.jsonl"], "no such file"
+    if kind == "rows_without_label":
+        rows = [json.loads(line) for line in test.read_text().splitlines()]
+        for r in rows[2:4]:
+            del r["label"]
+        return [
+            run,
+            "--data",
+            write_jsonl(tmp / "nolabel.jsonl", rows),
+        ], "have no 'label' field (examples 3, 4)"
+    if kind == "unknown_labels":
+        rows = [json.loads(line) for line in test.read_text().splitlines()]
+        rows[0]["label"] = "mineral"
+        rows[1]["label"] = "animal"
+        return [run, "--data", write_jsonl(tmp / "unknown.jsonl", rows)], "'animal', 'mineral'"
+    if kind == "no_answer":
+        rows = [json.loads(line) for line in test.read_text().splitlines()]
+        rows[0]["messages"] = rows[0]["messages"][:-1]
+        return [
+            run,
+            "--data",
+            write_jsonl(tmp / "noanswer.jsonl", rows),
+        ], "example 1: must end with"
+    if kind == "bad_baseline":
+        return [run, "--data", test, "--baselines", "zero,few"], "unknown 'few'"
+    if kind == "bad_scoring":
+        return [run, "--data", test, "--scoring", "fast"], "--scoring 'fast'"
+    if kind == "missing_prompts":
+        return [run, "--data", test, "--prompts", tmp / "none.txt"], "--prompts"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing_run",
+        "run_without_weights",
+        "missing_data",
+        "rows_without_label",
+        "unknown_labels",
+        "no_answer",
+        "bad_baseline",
+        "bad_scoring",
+        "missing_prompts",
+    ],
+)
+def test_bad_inputs_exit_2_with_a_message_and_write_nothing(runs, tmp_path, kind):
+    args, message = _bad(kind, runs, tmp_path)
+    out = tmp_path / "out"
+    result = invoke(*args, "-o", out)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_fewshot_needs_the_training_split(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["classification"], run)
+    text = (run / "config.yaml").read_text()
+    data_dir = str(runs["classification"].parent / "data-classification")
+    (run / "config.yaml").write_text(text.replace(data_dir, str(tmp_path / "gone")))
+    test = runs["classification"].parent / "data-classification" / "test.jsonl"
+    result = invoke(run, "--data", test, "--baselines", "fewshot", "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "need the run's training split" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()

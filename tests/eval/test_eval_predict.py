@@ -1,0 +1,229 @@
+"""Prediction: label trie decoding, exact label scoring, free generation, prefix sharing.
+
+Every fast path is checked against a brute-force reference: one full forward per (example,
+label) without any cache, or transformers' own `generate`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuneforge.config import MethodConfig, ModelConfig
+from tuneforge.eval.predict import (
+    LabelSet,
+    Predictor,
+    Sampling,
+    common_prefix_length,
+    length_batches,
+    resolve_scoring,
+)
+from tuneforge.models.load import load_model
+from tuneforge.models.tiny import build_tiny_causal_lm
+
+SYSTEM = {"role": "system", "content": "Classify the message. Answer with the label only."}
+TEXTS = [
+    "I loved this film",
+    "the food was cold and bland",
+    "hello",
+    "A small language model learns to answer questions about many things.",
+    "def add(a, b): return a + b",
+    "good morning",
+]
+LABELS = ["positive", "negative", "neutral", "mixed feelings"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def conversations(system=True):
+    return [([SYSTEM] if system else []) + [{"role": "user", "content": t}] for t in TEXTS]
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma"])
+def tiny(request, tmp_path_factory):
+    directory = build_tiny_causal_lm(tmp_path_factory.mktemp(request.param), request.param)
+    model, tokenizer, _ = load_model(ModelConfig(name=str(directory)))
+    return model, tokenizer
+
+
+def brute_force_scores(model, prompt, label_set):
+    """Sum log p(label tokens | prompt) by one uncached forward per label."""
+    scores = []
+    with torch.no_grad():
+        for seq in label_set.sequences:
+            ids = torch.tensor([prompt + seq])
+            logits = model(input_ids=ids, use_cache=False).logits[0, -len(ids[0]) :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            scores.append(sum(logprobs[len(prompt) - 1 + j, t].item() for j, t in enumerate(seq)))
+    return scores
+
+
+def test_labels_are_tokenized_as_answers_with_the_turn_end(tiny):
+    _, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    end = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else "<end_of_turn>"
+    for label, seq in zip(LABELS, label_set.sequences, strict=True):
+        assert tokenizer.convert_ids_to_tokens(seq[-1]) == end
+        assert tokenizer.decode(seq[:-1]) == label
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_exact_scores_match_a_full_forward_per_label(tiny, share_prefix, batch_size):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, batch_size=batch_size, share_prefix=share_prefix)
+    prompts = predictor.encode(conversations())
+    label_set = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    scores = predictor.score_labels(prompts, label_set)
+    for i, prompt in enumerate(prompts):
+        expected = brute_force_scores(model, prompt, label_set)
+        assert scores[i].tolist() == pytest.approx(expected, abs=2e-4)
+
+
+def test_prefix_sharing_and_batching_change_nothing(tiny):
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    outcomes = []
+    for share, batch_size in [(False, 1), (True, 1), (True, 3), (True, 16)]:
+        predictor = Predictor(model, tokenizer, batch_size=batch_size, share_prefix=share)
+        prompts = predictor.encode(conversations())
+        assert share is False or common_prefix_length(prompts) >= 4  # the system prompt
+        outcomes.append(
+            (
+                predictor.score_labels(prompts, label_set),
+                predictor.classify_constrained(prompts, label_set),
+                predictor.generate(prompts, 12),
+            )
+        )
+    reference_scores, reference_labels, reference_texts = outcomes[0]
+    for scores, constrained, generated in outcomes[1:]:
+        torch.testing.assert_close(
+            torch.tensor(scores), torch.tensor(reference_scores), atol=2e-4, rtol=0
+        )
+        assert [p.label for p in constrained] == [p.label for p in reference_labels]
+        for got, ref in zip(constrained, reference_labels, strict=True):
+            assert got.confidence == pytest.approx(ref.confidence, abs=1e-4)
+        assert [g.token_ids for g in generated] == [g.token_ids for g in reference_texts]
+
+
+def test_constrained_decoding_always_gives_a_valid_label(tiny):
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    prompts = predictor.encode(conversations())
+    found = predictor.classify_constrained(prompts, label_set)
+    assert len(found) == len(prompts)
+    for prediction in found:
+        assert 0 <= prediction.label < len(LABELS)
+        assert 0.0 < prediction.confidence <= 1.0
+    # A random model's free generation is not a label; the constrained one always is.
+    free = predictor.generate(prompts, label_set.longest + 4)
+    assert any(g.text not in LABELS for g in free)
+
+
+def test_constrained_equals_exact_when_the_first_token_decides(tiny):
+    """One-token labels (+ the turn end): the trie's only choice is the first token. Exact
+    scoring must agree wherever the first-token margin exceeds the spread of the end-token
+    scores, and everywhere once one label's first token is made decisive."""
+    model, tokenizer = tiny
+    vocab = tokenizer.get_vocab()
+    singles = [t for t in ("a", "b", "c", "d", "e", "f") if t in vocab][:4]
+    assert len(singles) >= 3
+    label_set = LabelSet.build(tokenizer, singles, conversations()[0])
+    assert all(len(seq) == 2 for seq in label_set.sequences)  # one token + the turn end
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    prompts = predictor.encode(conversations())
+    constrained = predictor.classify_constrained(prompts, label_set)
+    exact = predictor.classify_exact(prompts, label_set)
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+            first = torch.log_softmax(logits, -1)[[seq[0] for seq in label_set.sequences]]
+            assert constrained[i].label == int(torch.argmax(first))  # the trie's greedy choice
+            allowed = torch.softmax(first, -1)
+            assert constrained[i].confidence == pytest.approx(float(allowed.max()), abs=1e-5)
+            total = torch.tensor(brute_force_scores(model, prompt, label_set))
+            rest = total - first
+            top2 = torch.topk(first, 2).values
+            if top2[0] - top2[1] > rest.max() - rest.min():
+                assert exact[i].label == constrained[i].label
+            assert exact[i].label == int(torch.argmax(total))
+    # A decisive case by construction: a large bias on one label's first token.
+    bias = torch.zeros(model.get_output_embeddings().weight.shape[0])
+    bias[label_set.sequences[2][0]] = 50.0
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, out: out + bias)
+    try:
+        constrained = predictor.classify_constrained(prompts, label_set)
+        exact = predictor.classify_exact(prompts, label_set)
+    finally:
+        handle.remove()
+    assert [p.label for p in constrained] == [2] * len(prompts)
+    assert [p.label for p in exact] == [2] * len(prompts)
+    assert all(p.confidence > 0.99 for p in constrained)
+
+
+def test_greedy_generation_matches_transformers_generate(tiny):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, batch_size=3)
+    prompts = predictor.encode(conversations())
+    generated = predictor.generate(prompts, 10)
+    for prompt, ours in zip(prompts, generated, strict=True):
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=10,
+                do_sample=False,
+            )
+        assert ours.token_ids == out[0, len(prompt) :].tolist()
+        assert 0.0 < ours.confidence <= 1.0
+
+
+def test_sampling_is_seeded(tiny):
+    model, tokenizer = tiny
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    prompts = predictor.encode(conversations())
+    first = predictor.generate(prompts, 8, sampling=Sampling(), seed=1)
+    again = predictor.generate(prompts, 8, sampling=Sampling(), seed=1)
+    other = predictor.generate(prompts, 8, sampling=Sampling(), seed=2)
+    assert [g.token_ids for g in first] == [g.token_ids for g in again]
+    assert [g.token_ids for g in first] != [g.token_ids for g in other]
+
+
+def test_prompt_tuning_recomputes_sequences_and_matches_brute_force(tmp_path):
+    from tuneforge.models.adapters import attach_method
+
+    directory = build_tiny_causal_lm(tmp_path / "m", "llama")
+    model, tokenizer, _ = load_model(ModelConfig(name=str(directory)))
+    model = attach_method(model, MethodConfig(kind="prompt_tuning", num_virtual_tokens=4))
+    model.eval()
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    assert not predictor.uses_cache
+    prompts = predictor.encode(conversations())
+    label_set = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    scores = predictor.score_labels(prompts, label_set)
+    for i, prompt in enumerate(prompts):
+        assert scores[i].tolist() == pytest.approx(
+            brute_force_scores(model, prompt, label_set), abs=2e-4
+        )
+    labels = [p.label for p in predictor.classify_constrained(prompts, label_set)]
+    singles = [[p.label for p in predictor.classify_constrained([q], label_set)] for q in prompts]
+    assert labels == [s[0] for s in singles]
+    batched = predictor.generate(prompts, 6)
+    alone = [predictor.generate([q], 6)[0] for q in prompts]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+
+
+def test_helpers():
+    assert common_prefix_length([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]]) == 5
+    assert common_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]]) == 4  # one own token left
+    assert common_prefix_length([[1, 2, 9], [1, 2, 8]]) == 0  # below the minimum
+    assert length_batches([3, 9, 5, 9], 2) == [[1, 3], [2, 0]]
+    assert resolve_scoring("auto", 20) == "exact"
+    assert resolve_scoring("auto", 21) == "constrained"

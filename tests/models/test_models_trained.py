@@ -1,0 +1,181 @@
+"""Loading a `tuneforge train` run back: adapter and full runs, and broken run directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuneforge.config import TrainConfig, resolve
+from tuneforge.errors import TuneforgeError
+from tuneforge.models.trained import (
+    base_model_view,
+    inspect_run,
+    is_adapter_model,
+    load_base,
+    load_trained,
+)
+
+LABELS = ["fruit", "vegetable", "fish"]
+KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish"}
+
+
+def _rows(n: int) -> list[dict]:
+    keywords = list(KEYWORDS)
+    out = []
+    for i in range(n):
+        word = keywords[i % 3]
+        text = f"What is {word}? item {i}"
+        out.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "Classify the item."},
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": KEYWORDS[word]},
+                ],
+                "label": KEYWORDS[word],
+                "text": text,
+            }
+        )
+    return out
+
+
+def _train(root: Path, model_dir: Path, kind: str) -> Path:
+    from tuneforge.train.run import train
+
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(12)))
+    (data / "labels.json").write_text(json.dumps(LABELS))
+    cfg = resolve(
+        TrainConfig,
+        None,
+        [
+            f"model.name={model_dir}",
+            f"data.dir={data}",
+            f"method.kind={kind}",
+            "tracking.tensorboard=false",
+            "train.max_steps=3",
+            "train.batch_size=4",
+            "train.lr=1e-2",
+            "train.warmup_ratio=0",
+        ],
+    )
+    run = root / f"run-{kind}"
+    train(cfg, run, log=lambda _: None)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_llama_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNEFORGE_CACHE", str(root / "cache"))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return {kind: _train(root, tiny_llama_dir, kind) for kind in ("lora", "full")}
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("What is apple?", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0, -1]
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_round_trip_matches_the_trained_weights(runs, kind, tiny_llama_dir):
+    from safetensors.torch import load_file
+
+    model, tokenizer, cfg = load_trained(runs[kind])
+    assert cfg.method.kind == kind
+    assert not model.training
+    assert tokenizer.chat_template and tokenizer.pad_token is not None
+    # The turn end stops generation, as load_model sets up.
+    eos = model.generation_config.eos_token_id
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in (
+        eos if isinstance(eos, list) else [eos]
+    )
+    weights = "adapter_model.safetensors" if kind == "lora" else "model.safetensors"
+    saved = load_file(runs[kind] / weights)
+    # peft saves adapter tensors without the adapter name: ...lora_A.weight is lora_A.default.weight
+    params = {name.replace(".default.", "."): p.detach() for name, p in model.named_parameters()}
+    for name, tensor in saved.items():
+        torch.testing.assert_close(params[name], tensor)
+    assert saved
+    assert is_adapter_model(model) == (kind == "lora")
+
+
+def test_adapter_view_of_the_base_equals_the_base_loaded_alone(runs):
+    model, tokenizer, _ = load_trained(runs["lora"])
+    base, base_tokenizer = load_base(runs["lora"])
+    tuned_logits = _logits(model, tokenizer)
+    with base_model_view(model) as view:
+        viewed = _logits(view, tokenizer)
+    torch.testing.assert_close(viewed, _logits(base, base_tokenizer))
+    assert not torch.allclose(viewed, tuned_logits)  # lr 1e-2 for 3 steps moved the adapter
+    torch.testing.assert_close(_logits(model, tokenizer), tuned_logits)  # re-enabled after
+
+
+def test_full_run_differs_from_its_base(runs):
+    model, tokenizer, _ = load_trained(runs["full"])
+    base, _ = load_base(runs["full"])
+    assert not torch.allclose(_logits(model, tokenizer), _logits(base, tokenizer))
+    with pytest.raises(TuneforgeError, match="load_base"), base_model_view(model):
+        pass
+
+
+def test_run_without_its_template_file_still_loads(runs, tmp_path):
+    """The template is saved with the run's tokenizer; the file named in the config may be gone."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["lora"], run)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(
+        text.replace("chat_template: null", f"chat_template: {tmp_path / 'gone.jinja'}")
+    )
+    _, tokenizer, _ = load_trained(run)
+    assert "<|im_start|>" in tokenizer.chat_template
+
+
+def test_inspect_reports_task_and_labels(runs):
+    info = inspect_run(runs["lora"])
+    assert info.weights == "adapter" and info.task == "classification" and info.labels == LABELS
+    assert inspect_run(runs["full"]).weights == "full"
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("missing", "no such directory"),
+        ("config", "config.yaml is missing"),
+        ("tokenizer", "tokenizer_config.json"),
+        ("adapter_weights", "adapter_model.safetensors missing"),
+        ("all_weights", "no trained weights"),
+        ("labels", "labels.json: not valid JSON"),
+        ("corrupt_adapter", "cannot load the adapter"),
+    ],
+)
+def test_broken_run_dirs_name_what_is_missing(runs, tmp_path, breakage, message):
+    run = tmp_path / "run"
+    if breakage != "missing":
+        shutil.copytree(runs["lora"], run)
+    if breakage == "config":
+        (run / "config.yaml").unlink()
+    elif breakage == "tokenizer":
+        (run / "tokenizer_config.json").unlink()
+    elif breakage == "adapter_weights":
+        (run / "adapter_model.safetensors").unlink()
+    elif breakage == "all_weights":
+        (run / "adapter_model.safetensors").unlink()
+        (run / "adapter_config.json").unlink()
+    elif breakage == "labels":
+        (run / "data" / "labels.json").write_text("[not json")
+    elif breakage == "corrupt_adapter":
+        (run / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(TuneforgeError, match=message):
+        load_trained(run)
