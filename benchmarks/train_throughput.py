@@ -70,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="A's labels: the common recipe (everything after the prompt, incl. the newline "
         "after the end-of-turn token) or exactly tuneforge's labels",
     )
+    parser.add_argument(
+        "--b-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tuneforge config override for B (e.g. train.max_batch_tokens=1024); repeatable",
+    )
     parser.add_argument("--workdir", default=None, help="keep data, adapters and logs here")
     parser.add_argument("--only", choices=["warm", "A", "B", "eval"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -307,6 +314,7 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             },
             "tracking": {"tensorboard": False},
         },
+        overrides=args.b_set,
     )
     losses: list[float] = []
     run_dir = work / "B-run"
@@ -451,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": 0,
             "seed": args.seed,
             "a_masking": args.a_masking,
+            "b_overrides": args.b_set,
         },
         "cpu_count": os.cpu_count(),
         "loadavg_1m_before_after": load,

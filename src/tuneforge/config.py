@@ -141,6 +141,10 @@ class TrainLoopConfig(Section):
     early_stopping_patience: int | None = Field(None, gt=0)
     share_prefix: bool = True
     """Compute the prompt prefix all examples share (system prompt) once per batch."""
+    max_batch_tokens: int | None = Field(2048, gt=0)
+    """Padded tokens (rows x longest row) one forward pass may hold; a longer batch runs as
+    several passes whose gradients add up to the same update. Bounds activation memory on the
+    batch of longest examples; null: never split."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
 

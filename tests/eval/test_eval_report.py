@@ -92,12 +92,23 @@ def test_verdict_loss_to_prompting():
 
 def test_verdict_classic_matches():
     results = _results()
-    results["variants"]["classic"] = _variant(0.85, (0.78, 0.91), prompt_tokens=0.0)
-    results["comparisons"]["classic"] = _comparison(0.01, -0.03, 0.05, 0.62, 8, 9)
+    results["variants"]["classic"] = _variant(0.88, (0.81, 0.93), prompt_tokens=0.0)
+    results["comparisons"]["classic"] = _comparison(-0.02, -0.06, 0.02, 0.62, 9, 8)
     text = verdict(results)
     assert text.startswith("the embedding classifier (classic) matches or beats the fine-tune")
     assert "p = 0.62" in text
     assert "fine-tuning is not worth its cost here" in text
+
+
+def test_verdict_tuned_leads_classic_within_noise():
+    """A lead that is not significant is named as a lead, not as the classifier winning."""
+    results = _results()
+    results["variants"]["classic"] = _variant(0.85, (0.78, 0.91), prompt_tokens=0.0)
+    results["comparisons"]["classic"] = _comparison(0.01, -0.03, 0.05, 0.62, 8, 9)
+    text = verdict(results)
+    assert text.startswith("tuned leads the embedding classifier (classic) by 1.0 points")
+    assert "within noise (95 % CI −3.0–5.0, McNemar p = 0.62)" in text
+    assert "only if a larger test set confirms the lead" in text
 
 
 def test_verdict_inconclusive():

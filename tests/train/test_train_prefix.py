@@ -69,3 +69,30 @@ def test_prefix_stops_before_first_label_and_leaves_a_suffix():
     )
     assert shared_prefix_length(short, minimum=1) == 0
     assert shared_prefix_length(TokenizedSplit([], [])) == 0
+
+
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_label_only_head_matches_full_logits_with_gradients(tmp_path, softcap):
+    """The LM head on gathered label positions (with Gemma's logit soft-cap when set) gives the
+    full computation's loss and gradients, for rows whose answers end at different places."""
+    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, "gemma"))))
+    model.config.final_logit_softcapping = softcap
+    model = attach_method(model, MethodConfig(kind="lora", dropout=0.0))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    split = tokenize_rows(rows(), tokenizer, 512)
+    batch = collate(split, list(range(len(split))), tokenizer.pad_token_id)
+    results = []
+    for loss_fn in (lambda: answer_loss(model, batch), lambda: full_logits_loss(model, batch)):
+        model.zero_grad()
+        loss, count = loss_fn()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), count.item(), grads))
+    (gathered, n1, g1), (full, n2, g2) = results
+    assert n1 == n2 > 0
+    assert gathered == pytest.approx(full, rel=1e-5)
+    for name, grad in g2.items():
+        torch.testing.assert_close(g1[name], grad, atol=1e-5, rtol=1e-4)

@@ -62,6 +62,17 @@ EXACT_ROWS = 96
 class _TrieNode:
     children: dict[int, _TrieNode] = field(default_factory=dict)
     label: int | None = None
+    only: int | None = None
+    """The one label below this node, when only one is left: decoding can stop here, since
+    every further choice has a single allowed child (renormalised probability 1)."""
+
+    def settle(self) -> set[int]:
+        """Fill `only` in this subtree; return the labels below this node."""
+        below = {self.label} if self.label is not None else set()
+        for child in self.children.values():
+            below |= child.settle()
+        self.only = next(iter(below)) if len(below) == 1 else None
+        return below
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class LabelSet:
             for token in seq:
                 node = node.children.setdefault(token, _TrieNode())
             node.label = index
+        root.settle()
         return root
 
 
@@ -419,7 +431,7 @@ class Predictor:
                     confidence[original] *= float(probs[best])
                     nodes[original] = node.children[token]
                     chosen.append(token)
-                still = [row for row, original in enumerate(active) if nodes[original].children]
+                still = [row for row, original in enumerate(active) if nodes[original].only is None]
                 if not still:
                     break
                 if len(still) < len(active):
@@ -429,7 +441,7 @@ class Predictor:
                     active = [active[row] for row in still]
                 logits = batch.advance(torch.tensor(chosen, device=logits.device))
             for row, original in enumerate(indices):
-                label = nodes[row].label
+                label = nodes[row].only
                 assert label is not None
                 results[original] = Prediction(label, confidence[row])
         return [r for r in results if r is not None]

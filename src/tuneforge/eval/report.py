@@ -241,8 +241,10 @@ def verdict(results: dict[str, Any]) -> str:
     a test, when the paired 95 % interval excludes 0). Outcomes:
 
     - tuned significantly better → "tuned beats X by … ; fine-tuning is worth it here";
-    - the best baseline is the embedding classifier and tuned is not significantly better →
-      "the embedding classifier (classic) matches or beats the fine-tune … not worth its cost";
+    - the best baseline is the embedding classifier and tuned leads within noise → "tuned leads
+      … but within noise … worth its cost only if a larger test set confirms the lead";
+    - the embedding classifier scores as high or higher → "the embedding classifier (classic)
+      matches or beats the fine-tune … not worth its cost";
     - another baseline significantly better → "X beats tuned … not worth it here";
     - otherwise → "inconclusive: difference within noise (p = …)".
 
@@ -284,6 +286,13 @@ def verdict(results: dict[str, Any]) -> str:
         text = (
             f"inconclusive: no paired test or interval is available ({scores}, {name}); "
             "re-run the evaluation with per-example predictions to decide."
+        )
+    elif best == "classic" and comp.diff > 0:
+        text = (
+            f"tuned leads the embedding classifier (classic) by {_pts(comp.diff)} points, but "
+            f"within noise{evidence_paren}: {scores} ({name}). On this evidence the classifier "
+            "does as well and is far cheaper to train and to serve; fine-tuning is worth its "
+            "cost only if a larger test set confirms the lead."
         )
     elif best == "classic":
         text = (

@@ -161,6 +161,32 @@ def shared_prefix_length(split: TokenizedSplit, minimum: int = 4) -> int:
     return length if length >= minimum else 0
 
 
+def token_budget_chunks(
+    indices: list[int], lengths: list[int], max_tokens: int | None
+) -> list[list[int]]:
+    """Cut a batch into consecutive pieces whose padded size (rows x longest) fits `max_tokens`.
+
+    Losses are summed per token and divided by the whole window's label tokens, so the pieces'
+    gradients add up to the batch's gradient: only peak activation memory changes. A single
+    example longer than the budget still forms a piece of its own.
+    """
+    if max_tokens is None:
+        return [indices]
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in indices:
+        widest = max(longest, lengths[index])
+        if current and widest * (len(current) + 1) > max_tokens:
+            chunks.append(current)
+            current, widest = [], lengths[index]
+        current.append(index)
+        longest = widest
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def collate(split: TokenizedSplit, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch to its longest example: input_ids, attention_mask, labels [B, T]."""
     width = max(len(split.input_ids[i]) for i in indices)

@@ -22,7 +22,13 @@ import torch
 from tuneforge.config import TrainConfig
 from tuneforge.errors import TuneforgeError
 from tuneforge.train import checkpoint as ckpt
-from tuneforge.train.data import TokenizedSplit, collate, epoch_batches, shared_prefix_length
+from tuneforge.train.data import (
+    TokenizedSplit,
+    collate,
+    epoch_batches,
+    shared_prefix_length,
+    token_budget_chunks,
+)
 from tuneforge.train.loss import answer_loss, virtual_token_offset
 from tuneforge.train.tracking import Tracker, plot_losses
 
@@ -158,6 +164,7 @@ def train_loop(
     )
 
     # -- loop ---------------------------------------------------------------------------------
+    lengths = train_split.lengths
     window = t.grad_accum * world  # micro-batches per optimizer step, over all processes
     started = time.perf_counter() - state.elapsed_seconds
     last_loss: float | None = state.train_loss
@@ -180,12 +187,18 @@ def train_loop(
                 for i in b
             )
             loss_total = 0.0
-            for micro, indices in enumerate(mine):
+            # Each micro-batch, cut to the token budget: pieces whose gradients add up to it.
+            pieces = [
+                piece
+                for indices in mine
+                for piece in token_budget_chunks(indices, lengths, t.max_batch_tokens)
+            ]
+            for micro, indices in enumerate(pieces):
                 batch = {
                     k: v.to(accelerator.device)
                     for k, v in collate(train_split, indices, pad_id).items()
                 }
-                sync = micro == len(mine) - 1
+                sync = micro == len(pieces) - 1
                 with (
                     accelerator.no_sync(model) if not sync else _nullcontext(),
                     accelerator.autocast(),

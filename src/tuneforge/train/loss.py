@@ -2,8 +2,8 @@
 
 The LM head (vocabulary projection) is most of the forward cost of a small model with a large
 vocabulary (Gemma 3 270M: 262k tokens), and a full [batch, seq, vocab] logits tensor dominates
-activation memory. Only answer positions carry loss, so we ask the model for logits at those
-positions alone (`logits_to_keep` with an index tensor) and never build the full tensor.
+activation memory. Only answer positions carry loss, so the head runs on the hidden states of
+those positions alone and the full tensor is never built.
 """
 
 from __future__ import annotations
@@ -26,13 +26,34 @@ def virtual_token_offset(model: Any) -> int:
     return int(config.num_virtual_tokens)
 
 
+def _body_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
+    """(decoder stack, LM head, logit soft-cap) of a causal LM, seen through a PEFT wrapper.
+
+    None when the model cannot be split that way, or must not be: prompt and prefix tuning.
+    """
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return None  # the PEFT forward injects virtual tokens / past key-values
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_decoder = getattr(causal, "get_decoder", None)
+    head = causal.get_output_embeddings() if hasattr(causal, "get_output_embeddings") else None
+    body = get_decoder() if callable(get_decoder) else None
+    if body is None or head is None or body is causal:
+        return None
+    config = getattr(causal, "config", None)
+    softcap = getattr(getattr(config, "text_config", config), "final_logit_softcapping", None)
+    return body, head, softcap
+
+
 def answer_loss(
     model: Any, batch: dict[str, torch.Tensor], offset: int = 0, prefix_len: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of token losses, number of label tokens) for a right-padded batch.
 
-    batch: input_ids, attention_mask, labels [B, T]. Position t predicts token t+1, so logits
-    are kept at every t where some row has a label at t+1 (their union across the batch).
+    batch: input_ids, attention_mask, labels [B, T]. Position t predicts token t+1. The LM head
+    runs only on the N hidden states [N, H] whose next token is a label (gathered row by row),
+    never on the [B, T, H] sequence; prompt-learning models, whose PEFT forward must add virtual
+    tokens, keep the logits at the union of label positions across rows instead.
 
     prefix_len > 0: the first `prefix_len` tokens are identical in every row and carry no
     label (the system prompt and turn header). They are run once, for one row, and their
@@ -50,17 +71,29 @@ def answer_loss(
         input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
         positions = torch.arange(prefix_len, width, device=input_ids.device).expand(batch_size, -1)
     targets = labels[:, 1:]  # [B, T-1]
-    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)  # [K]
-    outputs = model(
-        input_ids=input_ids,
-        attention_mask=batch["attention_mask"],
-        past_key_values=past,
-        position_ids=positions,
-        logits_to_keep=keep + offset,
-        use_cache=past is not None,
-    )
-    logits = outputs.logits  # [B, K, V]
-    kept_targets = targets[:, keep]  # [B, K]
+    is_label = targets != IGNORE_INDEX  # [B, T-1]
+    # Tokens after a row's last label-predicting position change nothing: trim the batch to the
+    # widest such position (the final newline after the end-of-turn token, for instance).
+    width = int(is_label.any(dim=0).nonzero().max()) + 1 if bool(is_label.any()) else 1
+    split = _body_and_head(model)
+    inputs = {
+        "input_ids": input_ids[:, :width],
+        "attention_mask": batch["attention_mask"][:, : prefix_len + width],
+        "past_key_values": past,
+        "position_ids": positions[:, :width] if positions is not None else None,
+        "use_cache": past is not None,
+    }
+    if split is not None:
+        body, head, softcap = split
+        hidden = body(**inputs).last_hidden_state  # [B, width, H]
+        logits = head(hidden[is_label[:, :width]])  # [N, V]
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        kept_targets = targets[:, :width][is_label[:, :width]]  # [N]
+    else:
+        keep = is_label.any(dim=0).nonzero().squeeze(1)  # [K]
+        logits = model(**inputs, logits_to_keep=keep + offset).logits  # [B, K, V]
+        kept_targets = targets[:, keep]  # [B, K]
     loss_sum = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         kept_targets.reshape(-1),
