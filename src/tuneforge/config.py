@@ -93,8 +93,12 @@ class ModelConfig(Section):
 class DataConfig(Section):
     dir: str | None = None
     """A `tuneforge prepare` output directory (train.jsonl, val.jsonl, ...)."""
-    packing: bool = False
-    group_by_length: bool = True
+    group_by_length: bool = False
+    """Batch examples of similar length: less padding (1.3x faster on Gemma 3 270M), but less
+    random batches -- on 770 Banking77 rows it raised Gemma's held-out loss from 1.50 to 1.70
+    (window 8) and 1.75 (window 64); see docs/benchmarks.md. Off unless speed matters more."""
+    group_window: int = Field(8, gt=0)
+    """Batches per length-sorting window when grouping (wider: less padding, less random)."""
 
 
 class MethodConfig(Section):

@@ -43,6 +43,7 @@ def early_cfg(make_cfg):
         "train.batch_size=8",
         "train.max_steps=30",
         "train.eval_every=1",
+        "data.group_by_length=true",  # the batch order this scenario was built on
         "train.early_stopping_patience=2",
     )
 

@@ -119,18 +119,23 @@ def load_tokenized(
 
 
 def epoch_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+    lengths: list[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool,
+    group_window: int = 8,
 ) -> list[list[int]]:
     """The batches (lists of example indices) of one epoch, deterministic in (seed, epoch).
 
-    Length grouping sorts within shuffled windows of 64 batches, so a batch holds examples of
-    similar length (little padding) while batch order stays random.
+    Length grouping sorts within shuffled windows of `group_window` batches, so a batch holds
+    examples of similar length (less padding) while batch order stays random.
     """
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    window = batch_size * 64
+    window = batch_size * group_window
     batches = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])

@@ -138,7 +138,12 @@ def train_loop(
 
     # -- optimizer and schedule ---------------------------------------------------------------
     first_epoch_batches = epoch_batches(
-        train_split.lengths, t.batch_size, t.seed, 0, cfg.data.group_by_length
+        train_split.lengths,
+        t.batch_size,
+        t.seed,
+        0,
+        cfg.data.group_by_length,
+        cfg.data.group_window,
     )
     steps = total_steps(cfg, len(first_epoch_batches), world)
     optimizer = build_optimizer(model, cfg, accelerator.device)
@@ -173,7 +178,12 @@ def train_loop(
     model.train()
     while state.step < steps and not stopped_early:
         batches = epoch_batches(
-            train_split.lengths, t.batch_size, t.seed, state.epoch, cfg.data.group_by_length
+            train_split.lengths,
+            t.batch_size,
+            t.seed,
+            state.epoch,
+            cfg.data.group_by_length,
+            cfg.data.group_window,
         )
         batches = batches[: len(batches) - len(batches) % world] or batches  # every rank gets work
         while state.batch_in_epoch < len(batches) and state.step < steps:
