@@ -15,8 +15,8 @@ A: the loop a user writes first -- per row, the chat template with the generatio
    all rows is projected from its rate and marked as such.
 B: `tuneforge.eval.predict.Predictor.classify(..., "constrained")`, the path `tuneforge eval`
    takes for a 77-label task: shared-prefix KV reuse, length-sorted batches with middle padding,
-   label-trie decoding that stops once one label is left. Timed on all `--rows` rows,
-   tokenization included.
+   label-trie decoding that stops once one label is left, the LoRA folded into the weights
+   while predicting. Timed on all `--rows` rows, tokenization included.
 
 Prints one JSON line: rows/s, seconds, invalid labels and accuracy for each, and B/A.
 """
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from tuneforge.eval.predict import LabelSet, Predictor
-    from tuneforge.models.trained import inspect_run, load_trained
+    from tuneforge.models.trained import inspect_run, load_trained, merged_adapter
 
     labels = inspect_run(run_dir).labels
     assert labels is not None, f"{run_dir} is not a classification run"
@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     label_set = LabelSet.build(tokenizer, labels, rows[0]["messages"][:-1])
     torch.manual_seed(0)
 
-    # B: tuneforge, all rows.
+    # B: tuneforge, all rows, as `tuneforge eval` predicts with the tuned model.
     started = time.perf_counter()
-    predictor = Predictor(model, tokenizer, batch_size=args.batch_size)
-    prompts = predictor.encode([row["messages"][:-1] for row in rows])
-    found = predictor.classify(prompts, label_set, "constrained")
+    with merged_adapter(model):
+        predictor = Predictor(model, tokenizer, batch_size=args.batch_size)
+        prompts = predictor.encode([row["messages"][:-1] for row in rows])
+        found = predictor.classify(prompts, label_set, "constrained")
     b_seconds = time.perf_counter() - started
     b_pred = [labels[p.label] for p in found]
     b_invalid = sum(p not in labels for p in b_pred)

@@ -179,3 +179,35 @@ def test_broken_run_dirs_name_what_is_missing(runs, tmp_path, breakage, message)
         (run / "adapter_model.safetensors").write_bytes(b"garbage")
     with pytest.raises(TuneforgeError, match=message):
         load_trained(run)
+
+
+def test_merged_adapter_predicts_the_same_and_unfolds(tmp_path):
+    """Folding LoRA into the weights changes only the speed, and exiting restores the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.models.tiny import build_tiny_causal_lm
+    from tuneforge.models.trained import merged_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(build_tiny_causal_lm(tmp_path / "m"))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    with torch.no_grad():
+        tuned = model(input_ids=ids).logits
+        with model.disable_adapter():
+            plain = model(input_ids=ids).logits
+        with merged_adapter(model) as folded:
+            assert any(getattr(m, "merged", False) for m in folded.modules())
+            torch.testing.assert_close(folded(input_ids=ids).logits, tuned, atol=1e-5, rtol=1e-4)
+        assert not any(getattr(m, "merged", False) for m in model.modules())
+        torch.testing.assert_close(model(input_ids=ids).logits, tuned, atol=1e-5, rtol=1e-4)
+        with model.disable_adapter():
+            torch.testing.assert_close(model(input_ids=ids).logits, plain, atol=1e-5, rtol=1e-4)
+    assert not (tuned - plain).abs().max() < 1e-3  # the adapter matters

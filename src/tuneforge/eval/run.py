@@ -559,7 +559,13 @@ def _evaluate(
 ) -> dict[str, Any]:
     from tuneforge.eval import forgetting as fg
     from tuneforge.eval.perplexity import perplexity
-    from tuneforge.models.trained import base_model_view, is_adapter_model, load_base, load_trained
+    from tuneforge.models.trained import (
+        base_model_view,
+        is_adapter_model,
+        load_base,
+        load_trained,
+        merged_adapter,
+    )
 
     run = plan.run
     n = len(plan.rows)
@@ -569,7 +575,8 @@ def _evaluate(
     variants: dict[str, _Variant] = {}
 
     # -- the fine-tuned model ------------------------------------------------------------------
-    tuned = runner.run("tuned", model, _conversations("tuned", plan, shots))
+    with merged_adapter(model):  # plain linear layers while the tuned model predicts
+        tuned = runner.run("tuned", model, _conversations("tuned", plan, shots))
     variants["tuned"] = tuned
     log(f"tuned: {n} examples in {tuned.seconds:.1f} s")
     ppl = perplexity(
