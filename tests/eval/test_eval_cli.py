@@ -262,3 +262,14 @@ def test_fewshot_needs_the_training_split(runs, tmp_path):
     assert result.exit_code == 2
     assert "need the run's training split" in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_limit_samples_across_a_label_grouped_file():
+    from tuneforge.eval.run import sample_indices
+
+    labels = [i // 100 for i in range(1000)]  # a file sorted by label, 10 labels
+    keep = sample_indices(len(labels), 50)
+    assert len(keep) == 50 and keep == sorted(set(keep))
+    assert len({labels[i] for i in keep}) >= 8  # the first 50 rows would hold one label
+    assert keep == sample_indices(len(labels), 50)  # seeded
+    assert sample_indices(5, 10) == [0, 1, 2, 3, 4]

@@ -101,7 +101,11 @@ def eval_command(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
     batch_size: int = typer.Option(16, "--batch-size", help="Examples per forward pass."),
-    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N test examples."),
+    limit: int = typer.Option(
+        None,
+        "--limit",
+        help="Evaluate a seeded random sample of N test examples (kept in file order).",
+    ),
     forgetting: bool = typer.Option(
         True, "--forgetting/--no-forgetting", help="Score base and tuned on the golden set."
     ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -190,7 +191,8 @@ def _plan(
     if limit is not None:
         if limit < 1:
             raise TuneforgeError(f"--limit must be at least 1 (got {limit})")
-        rows, gold = rows[:limit], gold[:limit]
+        keep = sample_indices(len(rows), limit)
+        rows, gold = [rows[i] for i in keep], [gold[i] for i in keep]
     needs_train = [name for name in names if name in ("fewshot", "rag", "classic")]
     train_rows: list[Row] = []
     if needs_train:
@@ -256,6 +258,17 @@ def _conversations(kind: str, plan: _Plan, shots: int) -> list[Messages]:
         nearest = bl.retrieved_shots(plan.train_rows, plan.rows, shots)
         return [bl.with_examples(p, near, labels) for p, near in zip(prompts, nearest, strict=True)]
     raise TuneforgeError(f"internal: unknown prompt kind {kind!r}")
+
+
+def sample_indices(n: int, limit: int, seed: int = 0) -> list[int]:
+    """`limit` of `n` row indices, a seeded random sample kept in file order.
+
+    Not the first `limit` rows: test files are often grouped by label, and their head would
+    hold a handful of classes.
+    """
+    if limit >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), limit))
 
 
 class _Runner:
