@@ -205,7 +205,8 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits outside the smallest set of tokens with probability >= top_p set to -inf."""
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
     remove = cumulative > top_p
@@ -532,7 +533,7 @@ class Predictor:
                 if sampling is None:
                     tokens = torch.argmax(logits, dim=-1)
                 else:
-                    scaled = _top_p_filter(logits / sampling.temperature, sampling.top_p)
+                    scaled = top_p_filter(logits / sampling.temperature, sampling.top_p)
                     probs = torch.softmax(scaled, dim=-1)
                     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 chosen = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)

@@ -23,18 +23,8 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
+from tuneforge.eval.predict import top_p_filter
 from tuneforge.serve.jobs import Delta, Job, SamplingParams
-
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Logits outside the smallest set of tokens with probability >= top_p set to -inf."""
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    remove = cumulative > top_p
-    remove[..., 1:] = remove[..., :-1].clone()  # keep the token that crosses top_p
-    remove[..., 0] = False
-    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
 class RowSampler(LogitsProcessor):
