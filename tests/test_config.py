@@ -88,3 +88,12 @@ def test_prepare_config_checks_split_and_template():
 def test_every_shipped_config_loads(path):
     cfg = resolve(TrainConfig, path)
     assert cfg.model.name
+
+
+def test_old_run_configs_with_packing_false_still_load():
+    from tuneforge.config import ConfigError, TrainConfig, resolve
+
+    cfg = resolve(TrainConfig, base={"data": {"dir": "d", "packing": False}})
+    assert cfg.data.dir == "d"
+    with pytest.raises(ConfigError, match="packing"):
+        resolve(TrainConfig, base={"data": {"packing": True}})

@@ -100,6 +100,19 @@ class DataConfig(Section):
     group_window: int = Field(8, gt=0)
     """Batches per length-sorting window when grouping (wider: less padding, less random)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_packing(cls, data: Any) -> Any:
+        # Run configs written before `packing` (never implemented) was removed say
+        # `packing: false`; they must still load. Asking for packing is an error.
+        if isinstance(data, dict) and "packing" in data:
+            data = dict(data)
+            if data.pop("packing"):
+                raise ValueError(
+                    "data.packing is not supported; remove it (batches use dynamic padding)"
+                )
+        return data
+
 
 class MethodConfig(Section):
     kind: MethodKind = "lora"

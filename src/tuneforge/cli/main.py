@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import demo, eval, prepare, train
+from tuneforge.cli import demo, eval, export, prepare, serve, train
 
 app = typer.Typer(
     name="tuneforge",
@@ -17,6 +17,8 @@ app = typer.Typer(
 app.command("prepare")(prepare.prepare_command)
 app.command("train")(train.train_command)
 app.command("eval")(eval.eval_command)
+app.command("export")(export.export_command)
+app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 
 
