@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from tuneforge.cli.main import app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "isolated_cache")
 
 SYSTEM = {"role": "system", "content": "Classify the item. Answer with the label only."}
 KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish", "oak": "tree"}
@@ -76,14 +77,6 @@ def make_run(root: Path, model_dir: Path, task: str, kind: str = "lora") -> Path
     return run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("eval-runs")
@@ -93,11 +86,6 @@ def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
             "classification": make_run(root, tiny_model_dir, "classification"),
             "generation": make_run(root, tiny_model_dir, "generation"),
         }
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "tf-cache"))
 
 
 def invoke(*args):

@@ -21,6 +21,8 @@ from tuneforge.eval.predict import (
 from tuneforge.models.load import load_model
 from tuneforge.models.tiny import build_tiny_causal_lm
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SYSTEM = {"role": "system", "content": "Classify the message. Answer with the label only."}
 TEXTS = [
     "I loved this film",
@@ -31,14 +33,6 @@ TEXTS = [
     "good morning",
 ]
 LABELS = ["positive", "negative", "neutral", "mixed feelings"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def conversations(system=True):

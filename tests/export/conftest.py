@@ -61,19 +61,8 @@ def write_data(directory: Path, task: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # A shared 2-core machine: torch's one-thread-per-core default makes tiny steps far slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "tf-cache"
-    monkeypatch.setenv("TUNEFORGE_CACHE", str(root))
-    return root
+def _isolated(one_torch_thread, isolated_cache):
+    """Every test here: one torch thread and its own cache (fixtures in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

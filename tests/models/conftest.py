@@ -8,11 +8,8 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own TUNEFORGE_CACHE, so none reads or writes ~/.cache/tuneforge."""
-    root = tmp_path / "tf-cache"
-    monkeypatch.setenv("TUNEFORGE_CACHE", str(root))
-    return root
+def _isolated(isolated_cache):
+    """Every test here gets its own cache (fixture in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -56,21 +56,8 @@ def write_task(directory: Path, n_train: int = 32, n_val: int = 8) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """Each test tokenizes into its own TUNEFORGE_CACHE, never ~/.cache/tuneforge."""
-    root = tmp_path / "tf-cache"
-    monkeypatch.setenv("TUNEFORGE_CACHE", str(root))
-    return root
+def _isolated(one_torch_thread, isolated_cache):
+    """Every test here: one torch thread and its own cache (fixtures in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

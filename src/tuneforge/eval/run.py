@@ -180,14 +180,8 @@ def _plan(
     if run.task == "generation" and "classic" in names:
         names.remove("classic")
         notes.append("classic baseline: classification runs only; skipped")
-    if data_path is None:
-        if run.data_dir is None or not (run.data_dir / "test.jsonl").is_file():
-            raise TuneforgeError(
-                "--data is required: the run's data directory has no test.jsonl "
-                f"(config data.dir: {run.config.data.dir})"
-            )
-        data_path = run.data_dir / "test.jsonl"
-    rows, gold = _read_test_rows(Path(data_path), run)
+    data_path = run.test_file(data_path, "to evaluate on")
+    rows, gold = _read_test_rows(data_path, run)
     if limit is not None:
         if limit < 1:
             raise TuneforgeError(f"--limit must be at least 1 (got {limit})")

@@ -126,13 +126,7 @@ def _plan(
         raise TuneforgeError(f"{out}: already exists; choose another -o or pass --force")
     if out.exists() and not out.is_dir():
         raise TuneforgeError(f"{out}: exists and is not a directory")
-    if data is None:
-        if run.data_dir is None or not (run.data_dir / "test.jsonl").is_file():
-            raise TuneforgeError(
-                "--data is required: the run's data directory has no test.jsonl to validate the "
-                f"export on (config data.dir: {run.config.data.dir})"
-            )
-        data = run.data_dir / "test.jsonl"
+    data = run.test_file(data, "to validate the export on")
     validation_rows = read_rows(data, rows)
     if min_agreement is None:
         lossy = kind == "int4" or (kind in ("gguf", "ollama") and quant not in LOSSLESS_QUANTS)

@@ -56,6 +56,20 @@ class RunDir:
         directory = Path(self.config.data.dir)
         return directory if directory.is_dir() else None
 
+    def test_file(self, data: str | Path | None, purpose: str) -> Path:
+        """`data` if given, else the run's own held-out split (data.dir/test.jsonl).
+
+        `purpose` finishes the error when neither exists ("to evaluate on", ...).
+        """
+        if data is not None:
+            return Path(data)
+        if self.data_dir is None or not (self.data_dir / "test.jsonl").is_file():
+            raise TuneforgeError(
+                f"--data is required: the run's data directory has no test.jsonl {purpose} "
+                f"(config data.dir: {self.config.data.dir})"
+            )
+        return self.data_dir / "test.jsonl"
+
 
 def inspect_run(run_dir: str | Path) -> RunDir:
     """Check that `run_dir` is a finished `tuneforge train` run; TuneforgeError names what's missing."""
