@@ -164,6 +164,21 @@ class TrainLoopConfig(Section):
     batch of longest examples; null: never split."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    """Scale train.lr with the global batch (batch_size x grad_accum x processes) relative to
+    train.lr_reference_batch: linear (lr x ratio) or sqrt (lr x sqrt(ratio)). none: lr as given,
+    whatever the number of processes."""
+    lr_reference_batch: int | None = Field(None, gt=0)
+    """The global batch train.lr was tuned for; required when lr_scaling is not none."""
+
+    @model_validator(mode="after")
+    def _scaling_has_reference(self) -> TrainLoopConfig:
+        if self.lr_scaling != "none" and self.lr_reference_batch is None:
+            raise ValueError(
+                f"lr_scaling={self.lr_scaling} needs train.lr_reference_batch: the global batch "
+                "train.lr was tuned for (e.g. train.lr_reference_batch=16)"
+            )
+        return self
 
 
 class TrackingConfig(Section):

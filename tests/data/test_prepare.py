@@ -57,7 +57,7 @@ def test_demo_dataset_report_lists_planted_problems(tmp_path, tiny_tokenizer_dir
     assert rows[0]["source"].startswith(str(demo_path()))
     assert json.loads((out / "labels.json").read_text()) == manifest["labels"]
     total = sum(manifest["splits"].values())
-    assert total == manifest["rows"]["written"] == 502 - 3 - 4
+    assert total == manifest["rows"]["written"] == 702 - 3 - 4
 
 
 def test_extraction_dataset_is_generation(tmp_path, tiny_tokenizer_dir):

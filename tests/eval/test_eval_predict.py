@@ -67,6 +67,31 @@ def test_labels_are_tokenized_as_answers_with_the_turn_end(tiny):
         assert tokenizer.decode(seq[:-1]) == label
 
 
+def test_labels_after_a_few_shot_context_are_the_last_answer_only(tiny):
+    _, tokenizer = tiny
+    shots = [{"role": "user", "content": "nice"}, {"role": "assistant", "content": "positive"}]
+    plain = LabelSet.build(tokenizer, LABELS, conversations()[0])
+    few_shot = LabelSet.build(tokenizer, LABELS, [SYSTEM, *shots, conversations()[0][-1]])
+    assert few_shot.sequences == plain.sequences
+
+
+def test_few_shot_prompts_score_like_a_full_forward(tiny):
+    """Long shared prefix + many labels: the packed continuation path against brute force."""
+    model, tokenizer = tiny
+    shots = []
+    for text, label in zip(TEXTS[:4], LABELS, strict=True):
+        shots += [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
+    prompts_messages = [[SYSTEM, *shots, {"role": "user", "content": t}] for t in TEXTS[4:]]
+    predictor = Predictor(model, tokenizer, batch_size=2)
+    prompts = predictor.encode(prompts_messages)
+    label_set = LabelSet.build(tokenizer, LABELS, prompts_messages[0])
+    scores = predictor.score_labels(prompts, label_set)
+    for i, prompt in enumerate(prompts):
+        assert scores[i].tolist() == pytest.approx(
+            brute_force_scores(model, prompt, label_set), abs=2e-4
+        )
+
+
 @pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_exact_scores_match_a_full_forward_per_label(tiny, share_prefix, batch_size):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from tuneforge import __version__
+from tuneforge.cli import compare as compare_cli
 from tuneforge.cli import demo, eval, export, prepare, serve, train
+from tuneforge.cli import estimate as estimate_cli
+from tuneforge.cli import ui as ui_cli
 
 app = typer.Typer(
     name="tuneforge",
@@ -20,6 +23,9 @@ app.command("eval")(eval.eval_command)
 app.command("export")(export.export_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
+app.command("ui")(ui_cli.ui_command)
+app.command("compare")(compare_cli.compare_command)
+app.command("estimate")(estimate_cli.estimate_command)
 
 
 def _version(value: bool) -> None:

@@ -35,6 +35,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -94,11 +95,16 @@ class LabelSet:
             tokens = tokenize_example(
                 tokenizer, [*context, {"role": "assistant", "content": label}]
             )
-            answer = [
-                tok
-                for tok, lab in zip(tokens.input_ids, tokens.labels, strict=True)
-                if lab != IGNORE_INDEX
-            ]
+            # Only the last assistant turn: a few-shot context holds earlier answers that
+            # training would also label.
+            answer: list[int] = []
+            for tok, lab in zip(reversed(tokens.input_ids), reversed(tokens.labels), strict=True):
+                if lab == IGNORE_INDEX:
+                    if answer:
+                        break
+                    continue
+                answer.append(tok)
+            answer.reverse()
             if not answer:
                 raise TuneforgeError(f"label {label!r}: the chat template renders no answer tokens")
             sequences.append(answer)
@@ -340,6 +346,97 @@ def _last_logits(model: Any, sequences: list[list[int]], pad_id: int) -> torch.T
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _PackedContinuations:
+    """All label continuations (each label's tokens after its first) packed into one row.
+
+    `feed`/`target`: [T] tokens fed and predicted; `segment`: [T] which label each position
+    belongs to; `offset`: [T] position within its label (0-based, after the prompt).
+    """
+
+    feed: torch.Tensor
+    target: torch.Tensor
+    segment: torch.Tensor
+    offset: torch.Tensor
+    n_labels: int
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]]) -> _PackedContinuations:
+        feed, target, segment, offset = [], [], [], []
+        for n, seq in enumerate(sequences):
+            feed += seq[:-1]
+            target += seq[1:]
+            segment += [n] * (len(seq) - 1)
+            offset += range(len(seq) - 1)
+        as_long = partial(torch.tensor, dtype=torch.long)
+        return cls(
+            as_long(feed), as_long(target), as_long(segment), as_long(offset), len(sequences)
+        )
+
+    @property
+    def length(self) -> int:
+        return int(self.feed.numel())
+
+    def score(self, model: Any, batch: _CachedBatch) -> torch.Tensor:
+        """[B, N]: sum of log p over each label's continuation, given each row's prompt."""
+        device = batch.mask.device
+        rows, width = batch.mask.shape[0], self.length
+        segment, offset = self.segment.to(device), self.offset.to(device)
+        # [T, T]: same label, not later; [B, T, cache + T]: the prompt's own cached tokens too.
+        own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
+        allowed = torch.cat(
+            [
+                batch.mask.bool()[:, None, :].expand(rows, width, -1),
+                own[None].expand(rows, -1, -1),
+            ],
+            dim=2,
+        )
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        out = model(
+            input_ids=self.feed.to(device)[None].expand(rows, -1),
+            attention_mask=mask[:, None],
+            position_ids=batch.next_position[:, None] + offset[None],
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [B, T, V]
+        picked = logprobs.gather(-1, self.target.to(device)[None, :, None].expand(rows, -1, 1))
+        totals = torch.zeros((rows, self.n_labels), dtype=picked.dtype, device=device)
+        return totals.index_add_(1, segment, picked.squeeze(-1))
+
+
+def _repeated_cache_scores(
+    model: Any, batch: _CachedBatch, sequences: Sequence[Sequence[int]], pad_id: int
+) -> torch.Tensor:
+    """[B, N]: label continuation log-probs with the batch's cache repeated once per label."""
+    n_labels, rows = len(sequences), batch.mask.shape[0]
+    width = max(len(seq) for seq in sequences) - 1
+    device = batch.mask.device
+    batch.cache.batch_repeat_interleave(n_labels)
+    mask = batch.mask.repeat_interleave(n_labels, dim=0)
+    start = batch.next_position.repeat_interleave(n_labels)
+    feed = torch.full((n_labels, width), pad_id, dtype=torch.long)
+    target = torch.zeros((n_labels, width), dtype=torch.long)
+    valid = torch.zeros((n_labels, width), dtype=torch.bool)
+    for n, seq in enumerate(sequences):
+        feed[n, : len(seq) - 1] = torch.tensor(seq[:-1])
+        target[n, : len(seq) - 1] = torch.tensor(seq[1:])
+        valid[n, : len(seq) - 1] = True
+    feed, target, valid = (t.repeat(rows, 1).to(device) for t in (feed, target, valid))
+    out = model(
+        input_ids=feed,
+        attention_mask=torch.cat([mask, valid.long()], dim=1),
+        position_ids=start[:, None] + torch.arange(width, device=device),
+        past_key_values=batch.cache,
+        use_cache=True,
+    )
+    logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+    picked = logprobs.gather(-1, target[..., None]).squeeze(-1) * valid
+    return picked.sum(dim=1).double().view(rows, n_labels)
+
+
 class Predictor:
     """Prediction with one model + tokenizer; see the module docstring.
 
@@ -449,45 +546,36 @@ class Predictor:
 
     @torch.inference_mode()
     def score_labels(self, prompts: list[list[int]], label_set: LabelSet) -> np.ndarray:
-        """[examples, labels]: sum of log p(label tokens incl. turn end | prompt)."""
+        """[examples, labels]: sum of log p(label tokens incl. turn end | prompt).
+
+        Each example's prompt is computed once; all its label continuations then go through
+        one forward as a single packed row after the prompt's cache, each continuation
+        attending to the prompt and to its own earlier tokens only (a block mask). Repeating
+        the cache once per label instead copies the whole prompt cache N times, which
+        dominated few-shot scoring (long prompts).
+        """
         sequences = label_set.sequences
         n_labels = len(sequences)
-        per_batch = max(1, min(self.batch_size, self.exact_rows // n_labels))
         scores = np.zeros((len(prompts), n_labels), dtype=np.float64)
         if not self.uses_cache:
             for i, prompt in enumerate(prompts):
                 scores[i] = _continuation_logprobs(self.model, prompt, sequences, self.pad_id)
             return scores
         first_tokens = [seq[0] for seq in sequences]
-        width = max(len(seq) for seq in sequences) - 1  # tokens fed after the prompt
-        for indices, batch in self._batches(prompts, width + 1, per_batch):
+        packed = _PackedContinuations.build(sequences)
+        per_batch = max(1, min(self.batch_size, self.exact_rows * 8 // max(1, packed.length)))
+        if sliding_window(self.model) is not None:
+            per_batch = max(1, min(self.batch_size, self.exact_rows // n_labels))
+        for indices, batch in self._batches(prompts, packed.length + 1, per_batch):
             assert isinstance(batch, _CachedBatch)
-            rows = len(indices)
             first = torch.log_softmax(batch.logits, dim=-1)[:, first_tokens]  # [B, N]
             total = first.double()
-            if width > 0:
-                device = batch.mask.device
-                batch.cache.batch_repeat_interleave(n_labels)
-                mask = batch.mask.repeat_interleave(n_labels, dim=0)
-                start = batch.next_position.repeat_interleave(n_labels)
-                feed = torch.full((n_labels, width), self.pad_id, dtype=torch.long)
-                target = torch.zeros((n_labels, width), dtype=torch.long)
-                valid = torch.zeros((n_labels, width), dtype=torch.bool)
-                for n, seq in enumerate(sequences):
-                    feed[n, : len(seq) - 1] = torch.tensor(seq[:-1])
-                    target[n, : len(seq) - 1] = torch.tensor(seq[1:])
-                    valid[n, : len(seq) - 1] = True
-                feed, target, valid = (t.repeat(rows, 1).to(device) for t in (feed, target, valid))
-                out = self.model(
-                    input_ids=feed,
-                    attention_mask=torch.cat([mask, valid.long()], dim=1),
-                    position_ids=start[:, None] + torch.arange(width, device=device),
-                    past_key_values=batch.cache,
-                    use_cache=True,
-                )
-                logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-                picked = logprobs.gather(-1, target[..., None]).squeeze(-1) * valid
-                total = total + picked.sum(dim=1).double().view(rows, n_labels)
+            if packed.length and sliding_window(self.model) is None:
+                total = total + packed.score(self.model, batch).double()
+            elif packed.length:
+                # Sliding-window layers keep a cache of another length than the global
+                # ones, so one block mask cannot serve both: repeat the cache per label.
+                total = total + _repeated_cache_scores(self.model, batch, sequences, self.pad_id)
             scores[indices] = total.cpu().numpy()
         return scores
 

@@ -1,12 +1,16 @@
 """Assemble a server: load the base, register the adapters, pick the engine, run uvicorn.
 
 `build_engine` is what `tuneforge serve`, the tests and the load benchmark share; `serve` runs
-the app under uvicorn.
+the app under uvicorn; `background_server` runs it in a thread (the demo, the tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,3 +115,39 @@ def serve(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free port on `host` (held open, so no other process can take it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+@contextlib.contextmanager
+def background_server(
+    app: Any, *, host: str = "127.0.0.1", start_timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free port of `host` in a thread; yields the base URL.
+
+    The server is stopped (graceful shutdown, lifespan included) when the block ends.
+    """
+    import uvicorn
+
+    sock = free_socket(host)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise TuneforgeError(f"the server on {host}:{port} did not start")
+            time.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

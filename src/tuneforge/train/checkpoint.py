@@ -1,7 +1,8 @@
 """Atomic, resumable checkpoints: trainable weights, optimizer, scheduler, RNG and data position.
 
 Layout: RUN/checkpoints/step-00000120/{trainable.safetensors, optimizer.pt, scheduler.pt,
-rng.pt, state.json}. Each is written to a hidden temp directory and renamed, so a process killed
+rng.pt, state.json}, plus rng-rank{N}.pt for each further process of a data-parallel run (only
+the main process writes; the others' RNG states are gathered to it). Each is written to a hidden temp directory and renamed, so a process killed
 mid-write (SIGKILL included) leaves either a complete checkpoint or none; leftovers are swept.
 """
 
@@ -36,6 +37,8 @@ class TrainState:
     evals_without_improvement: int = 0
     elapsed_seconds: float = 0.0
     train_loss: float | None = None  # of the last step, so resuming a finished run reports it
+    world_size: int = 1  # processes that trained up to here
+    global_batch: int | None = None  # examples per optimizer step, over all processes
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -86,6 +89,7 @@ def save_checkpoint(
     scheduler: Any,
     state: TrainState,
     keep_last: int,
+    other_ranks_rng: list[dict[str, Any]] | None = None,
 ) -> Path:
     from safetensors.torch import save_file
 
@@ -99,6 +103,8 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
+    for rank, rng in enumerate(other_ranks_rng or [], start=1):
+        torch.save(rng, tmp / f"rng-rank{rank}.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -138,11 +144,28 @@ def load_trainable(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    rank: int = 0,
+    seed: int = 0,
 ) -> TrainState:
-    """Restore everything `save_checkpoint` wrote; returns the saved TrainState."""
+    """Restore everything `save_checkpoint` wrote; returns the saved TrainState.
+
+    Process `rank` takes its own RNG state. A rank the saved run did not have (resumed on more
+    processes) gets a fresh stream seeded from (seed, rank, step): deterministic, and distinct
+    from every other rank's.
+    """
     load_trainable(model, path)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return TrainState(**json.loads((path / "state.json").read_text()))
+    state = TrainState(**json.loads((path / "state.json").read_text()))
+    rng = path / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt")
+    if rng.is_file():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    else:
+        from accelerate.utils import set_seed
+
+        set_seed(seed + 1_000_003 * rank + state.step)
+    return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,8 @@ def load_tokenized(
     split = tokenize_rows(read_split(path), tokenizer, max_seq_len)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
+        # Per-process temp name: nodes of a multi-node run may share one cache directory.
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         torch.save(
             {
                 "input_ids": split.input_ids,

@@ -5,7 +5,8 @@
     log -> validate / early-stop -> checkpoint  -> restore best -> save the run.
 
 Loss is averaged over answer tokens across the whole accumulation window (and all processes),
-so gradient accumulation and data parallelism give the same update as one big batch.
+so gradient accumulation and data parallelism give the same update as one big batch; how the
+window is split between processes is in `tuneforge.train.distributed`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,8 @@ import torch
 from tuneforge.config import TrainConfig
 from tuneforge.errors import TuneforgeError
 from tuneforge.train import checkpoint as ckpt
-from tuneforge.train.data import (
-    TokenizedSplit,
-    collate,
-    epoch_batches,
-    shared_prefix_length,
-    token_budget_chunks,
-)
+from tuneforge.train import distributed as dist
+from tuneforge.train.data import TokenizedSplit, collate, epoch_batches, shared_prefix_length
 from tuneforge.train.loss import answer_loss, virtual_token_offset
 from tuneforge.train.tracking import Tracker, plot_losses
 
@@ -51,7 +47,9 @@ class TrainResult:
     wall_seconds: float
 
 
-def build_optimizer(model: Any, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: Any, cfg: TrainConfig, device: torch.device, lr: float
+) -> torch.optim.Optimizer:
     """AdamW; 8-bit (paged for QLoRA) from bitsandbytes when on CUDA and asked for (or auto)."""
     params = [p for p in model.parameters() if p.requires_grad]
     kind = cfg.train.optimizer
@@ -59,7 +57,7 @@ def build_optimizer(model: Any, cfg: TrainConfig, device: torch.device) -> torch
         kind = "adamw"
         if device.type == "cuda" and _has_bitsandbytes():
             kind = "paged_adamw_8bit" if cfg.method.kind == "qlora" else "adamw_8bit"
-    hyper = {"lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay}
+    hyper = {"lr": lr, "weight_decay": cfg.train.weight_decay}
     if kind == "adamw":
         return torch.optim.AdamW(params, **hyper)
     if device.type != "cuda":
@@ -89,12 +87,14 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int, world: int) -> int:
 def validation_loss(
     model: Any, split: TokenizedSplit, cfg: TrainConfig, pad_id: int, accelerator: Any
 ) -> float:
-    """Mean loss per answer token over the validation split (sharded across processes)."""
+    """Mean loss per answer token over the validation split (sharded across processes).
+
+    `model` is the unwrapped model: no gradients, so nothing to synchronise but the sums.
+    """
     model.eval()
-    unwrapped = accelerator.unwrap_model(model)
-    offset = virtual_token_offset(unwrapped)
+    offset = virtual_token_offset(model)
     prompt_learning = getattr(
-        getattr(unwrapped, "active_peft_config", None), "is_prompt_learning", False
+        getattr(model, "active_peft_config", None), "is_prompt_learning", False
     )
     prefix_len = (
         shared_prefix_length(split) if cfg.train.share_prefix and not prompt_learning else 0
@@ -146,7 +146,7 @@ def train_loop(
         cfg.data.group_window,
     )
     steps = total_steps(cfg, len(first_epoch_batches), world)
-    optimizer = build_optimizer(model, cfg, accelerator.device)
+    optimizer = build_optimizer(model, cfg, accelerator.device, dist.effective_lr(cfg, world))
     from transformers import get_scheduler
 
     scheduler = get_scheduler(
@@ -155,15 +155,15 @@ def train_loop(
         num_warmup_steps=math.ceil(t.warmup_ratio * steps),
         num_training_steps=steps,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = model  # what is saved, validated and restored; `model` becomes what is trained
+    model, optimizer = accelerator.prepare(dist.LossModule(unwrapped, answer_loss), optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     # -- resume -------------------------------------------------------------------------------
     state = ckpt.TrainState()
     if resume_from is not None:
-        state = ckpt.load_checkpoint(
-            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
-        )
+        state = ckpt.load_checkpoint(resume_from, unwrapped, optimizer, scheduler, rank, t.seed)
+    state.world_size, state.global_batch = world, dist.global_batch(cfg, world)
     tracker = (
         Tracker(run_dir, cfg, resume_step=state.step if resume_from else None) if main else None
     )
@@ -185,10 +185,8 @@ def train_loop(
             cfg.data.group_by_length,
             cfg.data.group_window,
         )
-        batches = batches[: len(batches) - len(batches) % world] or batches  # every rank gets work
         while state.batch_in_epoch < len(batches) and state.step < steps:
             step_batches = batches[state.batch_in_epoch : state.batch_in_epoch + window]
-            mine = step_batches[rank::world]
             # Tokens that carry loss in the whole window: the loss of each micro-batch is divided
             # by this, times `world` because data parallelism averages gradients over processes.
             window_tokens = sum(
@@ -197,26 +195,23 @@ def train_loop(
                 for i in b
             )
             loss_total = 0.0
-            # Each micro-batch, cut to the token budget: pieces whose gradients add up to it.
-            pieces = [
-                piece
-                for indices in mine
-                for piece in token_budget_chunks(indices, lengths, t.max_batch_tokens)
-            ]
-            for micro, indices in enumerate(pieces):
+            # This rank's micro-batches, cut to the token budget (pieces whose gradients add up
+            # to the batch's), padded with zero-weight passes to the count every rank runs.
+            passes = dist.rank_passes(step_batches, rank, world, lengths, t.max_batch_tokens)
+            for micro, (indices, counts) in enumerate(passes):
                 batch = {
                     k: v.to(accelerator.device)
                     for k, v in collate(train_split, indices, pad_id).items()
                 }
-                sync = micro == len(pieces) - 1
+                sync = micro == len(passes) - 1
                 with (
                     accelerator.no_sync(model) if not sync else _nullcontext(),
                     accelerator.autocast(),
                 ):
-                    loss_sum, _ = answer_loss(model, batch, offset, prefix_len)
-                    loss = loss_sum * world / window_tokens
+                    loss_sum, _ = model(batch, offset, prefix_len)
+                    loss = loss_sum * (world / window_tokens if counts else 0.0)
                 accelerator.backward(loss)
-                loss_total += loss_sum.item()
+                loss_total += loss_sum.item() if counts else 0.0
             # The mean over all processes' tokens, for logging and the divergence guard.
             loss_value = accelerator.reduce(
                 torch.tensor(loss_total, device=accelerator.device), "sum"
@@ -257,7 +252,7 @@ def train_loop(
                 or run_done
             )
             if should_eval:
-                val = validation_loss(model, val_split, cfg, pad_id, accelerator)
+                val = validation_loss(unwrapped, val_split, cfg, pad_id, accelerator)
                 record["val/loss"] = val
                 if state.best_val_loss is None or val < state.best_val_loss:
                     state.best_val_loss, state.best_step = val, state.step
@@ -283,21 +278,23 @@ def train_loop(
                 or (should_eval and state.best_step == state.step)
             )
             if should_save:
+                # Each rank's dropout stream is its own; the main process writes them all.
+                rngs = dist.gather_rng_states(accelerator, ckpt._rng_state) if world > 1 else None
                 if main:
                     ckpt.save_checkpoint(
                         run_dir,
-                        accelerator.unwrap_model(model),
+                        unwrapped,
                         optimizer,
                         scheduler,
                         state,
                         t.keep_last,
+                        rngs[1:] if rngs else None,
                     )
-                accelerator.wait_for_everyone()
+                accelerator.wait_for_everyone()  # no rank runs ahead of a checkpoint being written
             if stopped_early or epoch_done:
                 break  # a new epoch: the outer loop draws its batches (seeded by the epoch)
 
     # -- finish: restore the best weights (by validation loss) --------------------------------
-    unwrapped = accelerator.unwrap_model(model)
     if state.best_step is not None and state.best_step != state.step:
         ckpt.load_trainable(
             unwrapped, ckpt.checkpoint_dir(run_dir) / f"{ckpt.PREFIX}{state.best_step:08d}"

@@ -3,6 +3,10 @@
 Everything a user can get wrong (config, data dir, model, target modules) is checked before the
 run directory exists, so a bad command leaves nothing behind. A run that starts keeps its
 directory (checkpoints included) even if it later fails, so it can be resumed.
+
+Launched on several processes (`accelerate launch` / `torchrun ... -m tuneforge train`), every
+process checks and loads the same things; only the main one writes the run directory and
+prints (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tuneforge.config import TrainConfig, resolve, to_yaml
 from tuneforge.errors import TuneforgeError
 from tuneforge.fsutil import atomic_write_text, sha256_file
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train import distributed as dist
 from tuneforge.train.loop import TrainResult, train_loop
 
 RUN_FILES = ("config.yaml", "manifest.json", "metrics.jsonl", "loss.png")
@@ -68,7 +73,9 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) ->
 
 def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
     saved = resolve(TrainConfig, run_dir / "config.yaml")
-    allowed = {"train.max_steps", "train.epochs", "tracking"}
+    # grad_accum may change with the number of processes, if the global batch stays the same:
+    # `distributed.check_resume_world` checks that once the world size is known.
+    allowed = {"train.max_steps", "train.epochs", "train.grad_accum", "tracking"}
     old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     changed = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
@@ -76,7 +83,8 @@ def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
         raise TuneforgeError(
             f"--resume with a different config ({diffs}); resume with the run's own config.yaml "
-            "(only train.max_steps, train.epochs and tracking may change)"
+            "(only train.max_steps, train.epochs, tracking and, with the number of processes, "
+            "train.grad_accum may change)"
         )
 
 
@@ -152,6 +160,10 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _silent(message: str) -> None:
+    """`log` on processes other than the main one: one copy of each message, not one per rank."""
+
+
 def peak_memory_bytes() -> dict[str, int]:
     import resource
 
@@ -185,21 +197,39 @@ def train(
     run_dir = Path(run_dir)
     data_dir = check_data_dir(cfg)
     check_backends(cfg.tracking)
+    # The process group first: every rank checks the run directory before the main one may
+    # create (or, with --force, replace) it -- see the barrier below.
+    accelerator = make_accelerator(cfg)
+    dist.check_supported_engine(accelerator)
+    world = accelerator.num_processes
+    if not accelerator.is_main_process:
+        log = _silent
     resume_from = check_run_dir(run_dir, cfg, resume, force)
+    if resume_from is not None:
+        dist.check_resume_world(resume_from, run_dir, cfg, world)
     if warning := learning_rate_warning(cfg.method, cfg.train.lr):
         log(f"warning: {warning}")
-
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.train.seed)
-    model, tokenizer, info = load_model(
-        cfg.model,
-        device=str(accelerator.device),
-        quantization=cfg.method.quantization,
-        double_quant=cfg.method.double_quant,
+    lr = dist.effective_lr(cfg, world)
+    log(
+        f"global batch {dist.global_batch(cfg, world)} = {cfg.train.batch_size} per device x "
+        f"{cfg.train.grad_accum} accumulation x {world} process(es); lr {lr:g}"
+        + (f" ({cfg.train.lr_scaling} scaling of {cfg.train.lr:g})" if lr != cfg.train.lr else "")
     )
+
+    set_seed(cfg.train.seed)  # the same initial weights (LoRA, prompt init) on every rank
+    # A node's first process fills the caches (GGUF conversion, tokenization); the others read.
+    with accelerator.local_main_process_first():
+        model, tokenizer, info = load_model(
+            cfg.model,
+            device=str(accelerator.device),
+            quantization=cfg.method.quantization,
+            double_quant=cfg.method.double_quant,
+        )
     model = attach_method(
         model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
     )
+    if accelerator.process_index > 0:
+        set_seed(cfg.train.seed + accelerator.process_index)  # its own dropout draws
     trainable, total = count_parameters(model)
     log(
         f"model {cfg.model.name} ({info.source_kind}), method {cfg.method.kind}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f} %)"
@@ -208,9 +238,10 @@ def train(
     from tuneforge.models.cache import cache_root
 
     token_cache = cache_root() / "tokenized"
-    train_split = load_tokenized(
-        data_dir / "train.jsonl", tokenizer, cfg.model.max_seq_len, token_cache
-    )
+    with accelerator.local_main_process_first():
+        train_split = load_tokenized(
+            data_dir / "train.jsonl", tokenizer, cfg.model.max_seq_len, token_cache
+        )
     if len(train_split) == 0:
         raise TuneforgeError(
             f"{data_dir / 'train.jsonl'}: no example has an answer token to train on"
@@ -218,7 +249,8 @@ def train(
     val_path = data_dir / "val.jsonl"
     val_split = None
     if val_path.is_file() and val_path.stat().st_size > 0:
-        val_split = load_tokenized(val_path, tokenizer, cfg.model.max_seq_len, token_cache)
+        with accelerator.local_main_process_first():
+            val_split = load_tokenized(val_path, tokenizer, cfg.model.max_seq_len, token_cache)
     if train_split.truncated:
         log(
             f"note: {train_split.truncated} training examples were longer than model.max_seq_len={cfg.model.max_seq_len}; their prompt start was cut"
@@ -229,6 +261,7 @@ def train(
         )
 
     # The run directory is created only now: everything above could still fail on bad input.
+    accelerator.wait_for_everyone()  # every rank has checked it
     if accelerator.is_main_process:
         if resume_from is None and run_dir.exists():
             shutil.rmtree(run_dir)  # --force: replace the old run, now that the new one can start
@@ -269,7 +302,17 @@ def train(
             "result": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
             },
-            "global_batch": cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes,
+            "global_batch": dist.global_batch(cfg, world),
+            "distributed": {
+                "processes": world,
+                "engine": str(accelerator.distributed_type).rsplit(".", 1)[-1],
+                "per_device_batch": cfg.train.batch_size,
+                "grad_accum": cfg.train.grad_accum,
+                "lr": cfg.train.lr,
+                "lr_scaling": cfg.train.lr_scaling,
+                "lr_reference_batch": cfg.train.lr_reference_batch,
+                "effective_lr": lr,
+            },
             "wall_seconds": round(time.perf_counter() - started, 2),
             "peak_memory_bytes": peak_memory_bytes(),
             **environment(accelerator),

@@ -1,0 +1,104 @@
+"""How far prompting the base model gets on a prepared classification dataset, before training.
+
+The question a user asks before spending compute on a fine-tune: `tuneforge eval` answers it
+afterwards, side by side with the tuned model; this answers it up front from a `prepare`
+output alone (zero-shot and few-shot prompts, the same construction as eval's baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.eval import baselines as bl
+
+PROMPT_KINDS = ("zero", "fewshot")
+
+
+@dataclass(frozen=True)
+class PromptingScore:
+    name: str
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    prompt_tokens: float
+    seconds: float
+    n: int
+
+
+def read_classification_split(data_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """(train rows, test rows, labels) of a `prepare` output for a classification dataset."""
+    from tuneforge.train.data import read_split
+
+    labels_file = data_dir / "labels.json"
+    if not labels_file.is_file():
+        raise TuneforgeError(
+            f"{data_dir}: no labels.json; prompting baselines need a classification dataset"
+        )
+    labels = json.loads(labels_file.read_text(encoding="utf-8"))
+    train = [
+        row for row in read_split(data_dir / "train.jsonl") if isinstance(row.get("label"), str)
+    ]
+    test = [row for row in read_split(data_dir / "test.jsonl") if isinstance(row.get("label"), str)]
+    if not train or not test:
+        raise TuneforgeError(f"{data_dir}: needs labelled train.jsonl and test.jsonl rows")
+    return train, test, labels
+
+
+def score_prompting(
+    model: Any,
+    tokenizer: Any,
+    train: Sequence[dict],
+    test: Sequence[dict],
+    labels: Sequence[str],
+    *,
+    kinds: Sequence[str] = PROMPT_KINDS,
+    shots: int = 8,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[PromptingScore]:
+    """Accuracy (95 % bootstrap CI) of the base model prompted zero-shot and few-shot.
+
+    Predictions are scored over the label set (always a valid label), as eval scores them.
+    """
+    from tuneforge.eval.predict import LabelSet, Predictor
+    from tuneforge.eval.stats import bootstrap_ci
+
+    unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
+    if unknown:
+        raise TuneforgeError(f"prompting kinds: unknown {unknown}; choose from {PROMPT_KINDS}")
+    prompts = [row["messages"][:-1] for row in test]
+    gold = [row["label"] for row in test]
+    label_set = LabelSet.build(tokenizer, labels, prompts[0])
+    predictor = Predictor(model, tokenizer, batch_size=batch_size)
+    chosen = bl.stratified_shots(train, shots, seed=seed)
+    scores = []
+    for kind in kinds:
+        if kind == "zero":
+            conversations = [bl.zero_shot(p, labels) for p in prompts]
+        else:
+            conversations = [bl.with_examples(p, chosen, labels) for p in prompts]
+        encoded = predictor.encode(conversations)
+        started = time.perf_counter()
+        found = predictor.classify(encoded, label_set)
+        seconds = time.perf_counter() - started
+        correct = np.array(
+            [label_set.labels[p.label] == g for p, g in zip(found, gold, strict=True)]
+        )
+        scores.append(
+            PromptingScore(
+                f"base_{kind}",
+                float(correct.mean()),
+                bootstrap_ci(correct.astype(float)),
+                float(np.mean([len(p) for p in encoded])),
+                seconds,
+                len(test),
+            )
+        )
+    return scores
