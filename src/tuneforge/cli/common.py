@@ -34,6 +34,11 @@ def report_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def plain_log(line: str) -> None:
+    """Print a library's progress line as is (no rich markup or highlighting)."""
+    console.print(line, highlight=False, markup=False)
+
+
 def quiet_libraries() -> None:
     """Silence per-tensor progress bars and advisory warnings from the libraries we drive."""
     import logging

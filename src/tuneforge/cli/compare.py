@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tuneforge.cli.common import console, quiet_libraries, report_errors
+from tuneforge.cli.common import console, plain_log, quiet_libraries, report_errors
 
 
 @report_errors
@@ -79,8 +79,6 @@ def compare_command(
         highlight=False,
     )
     quiet_libraries()
-    summary = run_comparison(
-        comp, log=lambda line: console.print(line, highlight=False, markup=False)
-    )
+    summary = run_comparison(comp, log=plain_log)
     console.print(summary["verdict"], highlight=False, markup=False)
     console.print(f"[bold green]summary[/] {comp.paths.out}/summary.md", highlight=False)

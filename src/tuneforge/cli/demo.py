@@ -20,7 +20,7 @@ from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.table import Table
 
-from tuneforge.cli.common import console, quiet_libraries, report_errors
+from tuneforge.cli.common import console, plain_log, quiet_libraries, report_errors
 from tuneforge.config import PrepareConfig, TrainConfig, resolve
 from tuneforge.errors import TuneforgeError
 
@@ -147,7 +147,7 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
 
 
 def _evaluate(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
-    from tuneforge.cli.eval import results_table
+    from tuneforge.cli.eval import print_results
     from tuneforge.eval.report import verdict
     from tuneforge.eval.run import evaluate
 
@@ -159,16 +159,9 @@ def _evaluate(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
         DEMO_BASELINES,
         force=True,
         variation=False,
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=plain_log,
     )
-    console.print(results_table(results))
-    if results.get("forgetting"):
-        f = results["forgetting"]
-        console.print(
-            f"forgetting set (general questions): base {f['base']['score']:.2f}, "
-            f"tuned {f['tuned']['score']:.2f} (n={f['tuned']['n']})",
-            highlight=False,
-        )
+    print_results(results)
     results["verdict"] = verdict(results)
     _done(t)
     return results
@@ -186,7 +179,7 @@ def _export(run_dir: Path, export_dir: Path, method: str) -> Path | None:
         "adapter",
         export_dir,
         force=True,
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=plain_log,
     )
     console.print(f"validation: {result.validation.summary()} -> {result.out}/ (MODEL_CARD.md)")
     _done(t)

@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from tuneforge.cli.common import console, quiet_libraries, report_errors
+from tuneforge.cli.common import console, plain_log, quiet_libraries, report_errors
 
 GIB = 2**30
 
@@ -132,7 +132,7 @@ def estimate_command(
         epochs=epochs,
         prices=prices,
         probe_steps=probe_steps,
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=plain_log,
     )
     console.print(memory_table(result))
     console.print(gpu_table(result))

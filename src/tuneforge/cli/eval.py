@@ -8,7 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from tuneforge.cli.common import console, quiet_libraries, report_errors
+from tuneforge.cli.common import console, plain_log, quiet_libraries, report_errors
 
 
 def _pct(value: Any) -> str:
@@ -69,6 +69,20 @@ def results_table(results: dict[str, Any]) -> Table:
             cells.append(f"{100 * diff:+.1f}" + (f" ({p:.2g})" if p is not None else ""))
         table.add_row(*cells)
     return table
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """The variants table, the forgetting check and eval's notes."""
+    console.print(results_table(results))
+    if results.get("forgetting"):
+        f = results["forgetting"]
+        console.print(
+            f"forgetting set: base {f['base']['score']:.2f}, tuned {f['tuned']['score']:.2f} "
+            f"(n={f['tuned']['n']})",
+            highlight=False,
+        )
+    for note in results.get("notes") or []:
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 @report_errors
@@ -136,18 +150,9 @@ def eval_command(
         forgetting=forgetting,
         variation=variation,
         limit=limit,
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=plain_log,
     )
-    console.print(results_table(results))
-    if results.get("forgetting"):
-        f = results["forgetting"]
-        console.print(
-            f"forgetting set: base {f['base']['score']:.2f}, tuned {f['tuned']['score']:.2f} "
-            f"(n={f['tuned']['n']})",
-            highlight=False,
-        )
-    for note in results.get("notes") or []:
-        console.print(f"note: {note}", highlight=False, markup=False)
+    print_results(results)
     console.print(verdict(results), highlight=False, markup=False)
     out = output or default_out_dir(run_dir)
     console.print(

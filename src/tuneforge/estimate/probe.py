@@ -64,12 +64,15 @@ def probe(
     """Time `steps` training steps (after `warmup`) of `cfg` on this machine."""
     from accelerate.utils import set_seed
 
-    from tuneforge.models.adapters import attach_method
     from tuneforge.models.cache import cache_root
-    from tuneforge.models.load import load_model
     from tuneforge.train.data import load_tokenized
     from tuneforge.train.loop import train_loop
-    from tuneforge.train.run import check_data_dir, make_accelerator, peak_memory_bytes
+    from tuneforge.train.run import (
+        check_data_dir,
+        load_for_training,
+        make_accelerator,
+        peak_memory_bytes,
+    )
 
     if steps < 1 or warmup < 0:
         raise TuneforgeError(f"--probe-steps must be at least 1 (got {steps})")
@@ -90,15 +93,7 @@ def probe(
     accelerator = make_accelerator(probe_cfg)
     set_seed(cfg.train.seed)
     started = time.perf_counter()
-    model, tokenizer, _ = load_model(
-        cfg.model,
-        device=str(accelerator.device),
-        quantization=cfg.method.quantization,
-        double_quant=cfg.method.double_quant,
-    )
-    model = attach_method(
-        model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
-    )
+    model, tokenizer, _ = load_for_training(cfg, str(accelerator.device))
     load_seconds = time.perf_counter() - started
     split = load_tokenized(
         data_dir / "train.jsonl", tokenizer, cfg.model.max_seq_len, cache_root() / "tokenized"

@@ -199,6 +199,23 @@ def return_freed_memory_to_os() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
+def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
+    """(model with the method attached, tokenizer, model info) as `train` builds them."""
+    from tuneforge.models.adapters import attach_method
+    from tuneforge.models.load import load_model
+
+    model, tokenizer, info = load_model(
+        cfg.model,
+        device=device,
+        quantization=cfg.method.quantization,
+        double_quant=cfg.method.double_quant,
+    )
+    model = attach_method(
+        model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
+    )
+    return model, tokenizer, info
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -211,8 +228,7 @@ def train(
     """Fine-tune per `cfg` into `run_dir`; see the module docstring for the guarantees."""
     from accelerate.utils import set_seed
 
-    from tuneforge.models.adapters import attach_method, count_parameters, learning_rate_warning
-    from tuneforge.models.load import load_model
+    from tuneforge.models.adapters import count_parameters, learning_rate_warning
     from tuneforge.models.tokenizer import save_tokenizer
     from tuneforge.train.data import load_tokenized
     from tuneforge.train.tracking import check_backends
@@ -245,15 +261,7 @@ def train(
     set_seed(cfg.train.seed)  # the same initial weights (LoRA, prompt init) on every rank
     # A node's first process fills the caches (GGUF conversion, tokenization); the others read.
     with accelerator.local_main_process_first():
-        model, tokenizer, info = load_model(
-            cfg.model,
-            device=str(accelerator.device),
-            quantization=cfg.method.quantization,
-            double_quant=cfg.method.double_quant,
-        )
-    model = attach_method(
-        model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
-    )
+        model, tokenizer, info = load_for_training(cfg, str(accelerator.device))
     if accelerator.process_index > 0:
         set_seed(cfg.train.seed + accelerator.process_index)  # its own dropout draws
     trainable, total = count_parameters(model)
