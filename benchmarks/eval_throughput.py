@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from tuneforge.eval.predict import LabelSet, Predictor
+    from tuneforge.eval.labels import LabelSet
+    from tuneforge.eval.predict import Predictor
     from tuneforge.models.trained import inspect_run, load_trained, merged_adapter
 
     labels = inspect_run(run_dir).labels

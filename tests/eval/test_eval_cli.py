@@ -253,7 +253,7 @@ def test_fewshot_needs_the_training_split(runs, tmp_path):
 
 
 def test_limit_samples_across_a_label_grouped_file():
-    from tuneforge.eval.run import sample_indices
+    from tuneforge.eval.inputs import sample_indices
 
     labels = [i // 100 for i in range(1000)]  # a file sorted by label, 10 labels
     keep = sample_indices(len(labels), 50)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tuneforge.config import MethodConfig, ModelConfig
+from tuneforge.eval.labels import LabelSet
 from tuneforge.eval.predict import (
-    LabelSet,
     Predictor,
     Sampling,
     common_prefix_length,

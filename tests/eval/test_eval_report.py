@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from tuneforge.eval.plots import comparison_bar_png, confusion_matrix_png, order_labels
-from tuneforge.eval.report import primary_metric, verdict, write_report
+from tuneforge.eval.report import write_report
+from tuneforge.eval.verdict import primary_metric, verdict
 
 LABELS = ["balance", "card_lost", "refund", "transfer"]
 

@@ -192,6 +192,6 @@ def test_long_series_are_thinned_keeping_the_last_point():
 
 def test_eval_results_fixture_matches_what_the_report_reads():
     # The hand-written fixture must stay renderable by the real report code.
-    from tuneforge.eval.report import verdict
+    from tuneforge.eval.verdict import verdict
 
     assert verdict(eval_results("r")).startswith("tuned beats base_zero")

@@ -148,8 +148,8 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
 
 def _evaluate(run_dir: Path, eval_dir: Path) -> dict[str, Any]:
     from tuneforge.cli.eval import print_results
-    from tuneforge.eval.report import verdict
     from tuneforge.eval.run import evaluate
+    from tuneforge.eval.verdict import verdict
 
     t = _stage(4, "evaluate: tuned vs zero-shot, few-shot and an embedding classifier")
     results = evaluate(

@@ -23,7 +23,7 @@ def _pct_ci(value: Any, ci: Any) -> str:
 
 def results_table(results: dict[str, Any]) -> Table:
     """The variants side by side (percentages): quality with 95 % CIs, validity, cost, paired test."""
-    from tuneforge.eval.report import primary_metric
+    from tuneforge.eval.verdict import primary_metric
 
     classification = results["task"] == "classification"
     key, key_name = primary_metric(results)
@@ -133,8 +133,9 @@ def eval_command(
 
     chosen = parse_baselines(baselines)
     quiet_libraries()
-    from tuneforge.eval.report import verdict
-    from tuneforge.eval.run import default_out_dir, evaluate
+    from tuneforge.eval.inputs import default_out_dir
+    from tuneforge.eval.run import evaluate
+    from tuneforge.eval.verdict import verdict
 
     results = evaluate(
         run_dir,

@@ -190,7 +190,7 @@ def decide(rows: list[dict[str, Any]], metric_name: str) -> dict[str, Any]:
 
 
 def build_summary(comp: Comparison, outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
-    from tuneforge.eval.report import METRIC_NAMES, primary_metric
+    from tuneforge.eval.verdict import METRIC_NAMES, primary_metric
 
     key, task = None, None
     for variant in comp.variants:

@@ -1,6 +1,7 @@
 """Batched prediction with a causal LM: label classification, free generation, sampling.
 
-Classification predictions are always valid labels, by one of two methods:
+Classification predictions are always valid labels (`eval.labels.LabelSet`), by one of two
+methods:
 
 - constrained greedy decoding (`Predictor.classify_constrained`, the fast path): every label is
   tokenized as the chat template renders an answer (label text + turn-end token, e.g.
@@ -8,9 +9,10 @@ Classification predictions are always valid labels, by one of two methods:
   children of the row's current trie node. Cost: one prompt pass plus a step per label token.
   Confidence = product of the chosen tokens' probabilities renormalised over the allowed children.
 - exact scoring (`Predictor.score_labels`): the log-probability of every label's tokens (end
-  token included) given the prompt, summed over the label's tokens. The prompt runs once; its
-  KV cache is repeated across the labels (`DynamicCache.batch_repeat_interleave`) and all label
-  continuations run in one forward. Confidence = softmax of the label scores.
+  token included) given the prompt, summed over the label's tokens. The prompt runs once; all
+  label continuations then run in one forward as a single packed row after its KV cache, under
+  a block mask (`eval.decoding.PackedContinuations`); sliding-window models repeat the cache
+  once per label instead. Confidence = softmax of the label scores.
 
 Free generation (`Predictor.generate`): greedy or sampled decoding, stopping at the template's
 turn end (`stop_token_ids`).
@@ -20,111 +22,40 @@ Efficiency:
   the few-shot examples); that prefix runs once per call, and each batch starts from a copy of
   its KV cache repeated over the batch (as `train.loss.answer_loss` shares it in training);
 - prompts are sorted by length and batched; within a batch the per-example suffixes are padded
-  on the left of the suffix ("middle padding": [prefix][pad][suffix]), so every row's last
-  prompt token sits in the last column, with explicit position ids that skip the padding;
-- decoding uses the KV cache, and finished rows leave the batch (`batch_select_indices`).
+  on the left of the suffix ("middle padding", `eval.decoding.CachedBatch`);
+- decoding uses the KV cache, and finished rows leave the batch.
 
-Prompt tuning / prefix tuning feed virtual tokens into every forward call, which a hand-fed KV
-cache would bypass; for those models the predictor recomputes whole right-padded sequences at
-each step instead (exactly as training computes them) -- slower, same results.
+Prompt tuning / prefix tuning models are decoded by recomputing whole sequences at each step
+instead (`eval.decoding.RecomputedBatch`) -- slower, same results.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from tuneforge.data.format import IGNORE_INDEX, tokenize_example
 from tuneforge.errors import TuneforgeError
+from tuneforge.eval.decoding import (
+    CachedBatch,
+    PackedContinuations,
+    RecomputedBatch,
+    continuation_logprobs,
+    model_device,
+    repeated_cache_scores,
+)
+from tuneforge.eval.labels import LabelSet, Messages
+from tuneforge.models.architecture import is_prompt_learning, sliding_window
 from tuneforge.models.tokenizer import render, stop_token_ids
-from tuneforge.train.loss import virtual_token_offset
-
-Messages = list[dict[str, str]]
 
 MIN_SHARED_PREFIX = 4
 """A common prefix shorter than this is not worth a separate forward pass."""
 EXACT_ROWS = 96
 """Exact scoring runs (examples x labels) rows at once; at most this many per forward."""
-
-
-# ---------------------------------------------------------------------------------------------
-# labels
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _TrieNode:
-    children: dict[int, _TrieNode] = field(default_factory=dict)
-    label: int | None = None
-    only: int | None = None
-    """The one label below this node, when only one is left: decoding can stop here, since
-    every further choice has a single allowed child (renormalised probability 1)."""
-
-    def settle(self) -> set[int]:
-        """Fill `only` in this subtree; return the labels below this node."""
-        below = {self.label} if self.label is not None else set()
-        for child in self.children.values():
-            below |= child.settle()
-        self.only = next(iter(below)) if len(below) == 1 else None
-        return below
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Labels and their answer token sequences (label text + the template's turn-end token)."""
-
-    labels: list[str]
-    sequences: list[list[int]]
-
-    @classmethod
-    def build(cls, tokenizer: Any, labels: Sequence[str], context: Messages) -> LabelSet:
-        """Tokenize each label exactly as training tokenized an answer after `context`.
-
-        `context` is any prompt conversation (system/user turns); the answer tokens are those
-        `tokenize_example` labels for an assistant turn holding the label.
-        """
-        sequences = []
-        for label in labels:
-            tokens = tokenize_example(
-                tokenizer, [*context, {"role": "assistant", "content": label}]
-            )
-            # Only the last assistant turn: a few-shot context holds earlier answers that
-            # training would also label.
-            answer: list[int] = []
-            for tok, lab in zip(reversed(tokens.input_ids), reversed(tokens.labels), strict=True):
-                if lab == IGNORE_INDEX:
-                    if answer:
-                        break
-                    continue
-                answer.append(tok)
-            answer.reverse()
-            if not answer:
-                raise TuneforgeError(f"label {label!r}: the chat template renders no answer tokens")
-            sequences.append(answer)
-        if len({tuple(seq) for seq in sequences}) != len(sequences):
-            raise TuneforgeError("two labels tokenize to the same answer tokens")
-        return cls(list(labels), sequences)
-
-    @property
-    def longest(self) -> int:
-        return max(len(seq) for seq in self.sequences)
-
-    def trie(self) -> _TrieNode:
-        root = _TrieNode()
-        for index, seq in enumerate(self.sequences):
-            node = root
-            for token in seq:
-                node = node.children.setdefault(token, _TrieNode())
-            node.label = index
-        root.settle()
-        return root
 
 
 @dataclass(frozen=True)
@@ -179,38 +110,6 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def is_prompt_learning(model: Any) -> bool:
-    config = getattr(model, "active_peft_config", None)
-    return bool(getattr(config, "is_prompt_learning", False))
-
-
-def sliding_window(model: Any) -> int | None:
-    """The attention window of a model with sliding-window layers (Gemma 3, Mistral), else None.
-
-    Such layers see the last `window` *columns* of the cache, padding included, so the middle
-    padding of a shared prefix ([prefix][pad][suffix]) would hide real tokens that an unpadded
-    sequence still sees; left padding does not (pads precede every real token). The predictor
-    shares a prefix only for batches whose whole span fits in the window.
-    """
-    config = getattr(model, "config", None)
-    window = getattr(config, "sliding_window", None)
-    if not isinstance(window, int) or window <= 0:
-        return None
-    if getattr(config, "use_sliding_window", True) is False:
-        return None
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and not any("sliding" in str(t) for t in layer_types):
-        return None
-    return window
-
-
-def _model_device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model always has parameters
-        return torch.device("cpu")
-
-
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Logits outside the smallest set of tokens with probability >= top_p set to -inf."""
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
@@ -223,218 +122,8 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# batch state: a KV cache with middle padding, or whole sequences recomputed
-# ---------------------------------------------------------------------------------------------
-
-
-class _CachedBatch:
-    """A batch decoding with a KV cache: [shared prefix][left pad][suffix][generated...]."""
-
-    def __init__(
-        self,
-        model: Any,
-        sequences: list[list[int]],
-        prefix_len: int,
-        prefix_cache: Any,
-        pad_id: int,
-    ) -> None:
-        self.model = model
-        device = _model_device(model)
-        size = len(sequences)
-        suffixes = [seq[prefix_len:] for seq in sequences]
-        width = max(len(s) for s in suffixes)
-        ids = torch.full((size, width), pad_id, dtype=torch.long)
-        mask = torch.zeros((size, prefix_len + width), dtype=torch.long)
-        mask[:, :prefix_len] = 1
-        positions = torch.full((size, width), prefix_len, dtype=torch.long)
-        for row, suffix in enumerate(suffixes):
-            start = width - len(suffix)
-            ids[row, start:] = torch.tensor(suffix)
-            mask[row, prefix_len + start :] = 1
-            positions[row, start:] = torch.arange(prefix_len, prefix_len + len(suffix))
-        past = None
-        if prefix_len:
-            past = copy.deepcopy(prefix_cache)
-            if size > 1:
-                past.batch_repeat_interleave(size)
-        self.mask = mask.to(device)
-        self.next_position = torch.tensor(
-            [prefix_len + len(s) for s in suffixes], dtype=torch.long, device=device
-        )
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=self.mask,
-            position_ids=positions.to(device),
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.cache = out.past_key_values
-        self.logits = out.logits[:, -1].float()
-
-    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; the next-token logits [rows, V]."""
-        ones = torch.ones((self.mask.shape[0], 1), dtype=self.mask.dtype, device=self.mask.device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        out = self.model(
-            input_ids=tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=self.next_position[:, None],
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        self.next_position = self.next_position + 1
-        self.cache = out.past_key_values
-        self.logits = out.logits[:, -1].float()
-        return self.logits
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop the rows not in `rows` (indices into the current batch)."""
-        self.cache.batch_select_indices(rows)
-        self.mask = self.mask[rows]
-        self.next_position = self.next_position[rows]
-        self.logits = self.logits[rows]
-
-
-class _RecomputedBatch:
-    """A batch for prompt/prefix-tuned models: whole right-padded sequences at every step."""
-
-    def __init__(self, model: Any, sequences: list[list[int]], pad_id: int) -> None:
-        self.model = model
-        self.pad_id = pad_id
-        self.sequences = [list(seq) for seq in sequences]
-        self.logits = _last_logits(model, self.sequences, pad_id)
-
-    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
-        for seq, token in zip(self.sequences, tokens.tolist(), strict=True):
-            seq.append(int(token))
-        self.logits = _last_logits(self.model, self.sequences, self.pad_id)
-        return self.logits
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.sequences = [self.sequences[i] for i in rows.tolist()]
-        self.logits = self.logits[rows]
-
-
-def _right_padded(sequences: list[list[int]], pad_id: int, device: torch.device):
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _last_logits(model: Any, sequences: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Next-token logits after each whole sequence [rows, V], computed as training does."""
-    device = _model_device(model)
-    ids, mask = _right_padded(sequences, pad_id, device)
-    last = torch.tensor([len(seq) - 1 for seq in sequences], device=device)
-    keep, where = torch.unique(last, return_inverse=True)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        logits_to_keep=keep + virtual_token_offset(model),
-        use_cache=False,
-    )
-    return out.logits[torch.arange(len(sequences), device=device), where].float()
-
-
-# ---------------------------------------------------------------------------------------------
 # the predictor
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _PackedContinuations:
-    """All label continuations (each label's tokens after its first) packed into one row.
-
-    `feed`/`target`: [T] tokens fed and predicted; `segment`: [T] which label each position
-    belongs to; `offset`: [T] position within its label (0-based, after the prompt).
-    """
-
-    feed: torch.Tensor
-    target: torch.Tensor
-    segment: torch.Tensor
-    offset: torch.Tensor
-    n_labels: int
-
-    @classmethod
-    def build(cls, sequences: Sequence[Sequence[int]]) -> _PackedContinuations:
-        feed, target, segment, offset = [], [], [], []
-        for n, seq in enumerate(sequences):
-            feed += seq[:-1]
-            target += seq[1:]
-            segment += [n] * (len(seq) - 1)
-            offset += range(len(seq) - 1)
-        as_long = partial(torch.tensor, dtype=torch.long)
-        return cls(
-            as_long(feed), as_long(target), as_long(segment), as_long(offset), len(sequences)
-        )
-
-    @property
-    def length(self) -> int:
-        return int(self.feed.numel())
-
-    def score(self, model: Any, batch: _CachedBatch) -> torch.Tensor:
-        """[B, N]: sum of log p over each label's continuation, given each row's prompt."""
-        device = batch.mask.device
-        rows, width = batch.mask.shape[0], self.length
-        segment, offset = self.segment.to(device), self.offset.to(device)
-        # [T, T]: same label, not later; [B, T, cache + T]: the prompt's own cached tokens too.
-        own = (segment[:, None] == segment[None, :]) & (offset[None, :] <= offset[:, None])
-        allowed = torch.cat(
-            [
-                batch.mask.bool()[:, None, :].expand(rows, width, -1),
-                own[None].expand(rows, -1, -1),
-            ],
-            dim=2,
-        )
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        out = model(
-            input_ids=self.feed.to(device)[None].expand(rows, -1),
-            attention_mask=mask[:, None],
-            position_ids=batch.next_position[:, None] + offset[None],
-            past_key_values=batch.cache,
-            use_cache=True,
-        )
-        logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [B, T, V]
-        picked = logprobs.gather(-1, self.target.to(device)[None, :, None].expand(rows, -1, 1))
-        totals = torch.zeros((rows, self.n_labels), dtype=picked.dtype, device=device)
-        return totals.index_add_(1, segment, picked.squeeze(-1))
-
-
-def _repeated_cache_scores(
-    model: Any, batch: _CachedBatch, sequences: Sequence[Sequence[int]], pad_id: int
-) -> torch.Tensor:
-    """[B, N]: label continuation log-probs with the batch's cache repeated once per label."""
-    n_labels, rows = len(sequences), batch.mask.shape[0]
-    width = max(len(seq) for seq in sequences) - 1
-    device = batch.mask.device
-    batch.cache.batch_repeat_interleave(n_labels)
-    mask = batch.mask.repeat_interleave(n_labels, dim=0)
-    start = batch.next_position.repeat_interleave(n_labels)
-    feed = torch.full((n_labels, width), pad_id, dtype=torch.long)
-    target = torch.zeros((n_labels, width), dtype=torch.long)
-    valid = torch.zeros((n_labels, width), dtype=torch.bool)
-    for n, seq in enumerate(sequences):
-        feed[n, : len(seq) - 1] = torch.tensor(seq[:-1])
-        target[n, : len(seq) - 1] = torch.tensor(seq[1:])
-        valid[n, : len(seq) - 1] = True
-    feed, target, valid = (t.repeat(rows, 1).to(device) for t in (feed, target, valid))
-    out = model(
-        input_ids=feed,
-        attention_mask=torch.cat([mask, valid.long()], dim=1),
-        position_ids=start[:, None] + torch.arange(width, device=device),
-        past_key_values=batch.cache,
-        use_cache=True,
-    )
-    logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-    picked = logprobs.gather(-1, target[..., None]).squeeze(-1) * valid
-    return picked.sum(dim=1).double().view(rows, n_labels)
 
 
 class Predictor:
@@ -484,7 +173,7 @@ class Predictor:
         if self.share_prefix and self.uses_cache:
             prefix_len = common_prefix_length(prompts)
             if prefix_len:
-                device = _model_device(self.model)
+                device = model_device(self.model)
                 prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
                 out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
                 prefix_cache = out.past_key_values
@@ -497,12 +186,12 @@ class Predictor:
                     span = max(len(seq) for seq in sequences) + extra
                     if span > window - 1:
                         shared = 0  # middle padding would push real tokens out of the window
-                state = _CachedBatch(
+                state = CachedBatch(
                     self.model, sequences, shared, prefix_cache if shared else None, self.pad_id
                 )
                 yield indices, state
             else:
-                yield indices, _RecomputedBatch(self.model, sequences, self.pad_id)
+                yield indices, RecomputedBatch(self.model, sequences, self.pad_id)
 
     # -- classification ----------------------------------------------------------------------
 
@@ -559,15 +248,15 @@ class Predictor:
         scores = np.zeros((len(prompts), n_labels), dtype=np.float64)
         if not self.uses_cache:
             for i, prompt in enumerate(prompts):
-                scores[i] = _continuation_logprobs(self.model, prompt, sequences, self.pad_id)
+                scores[i] = continuation_logprobs(self.model, prompt, sequences, self.pad_id)
             return scores
         first_tokens = [seq[0] for seq in sequences]
-        packed = _PackedContinuations.build(sequences)
+        packed = PackedContinuations.build(sequences)
         per_batch = max(1, min(self.batch_size, self.exact_rows * 8 // max(1, packed.length)))
         if sliding_window(self.model) is not None:
             per_batch = max(1, min(self.batch_size, self.exact_rows // n_labels))
         for indices, batch in self._batches(prompts, packed.length + 1, per_batch):
-            assert isinstance(batch, _CachedBatch)
+            assert isinstance(batch, CachedBatch)
             first = torch.log_softmax(batch.logits, dim=-1)[:, first_tokens]  # [B, N]
             total = first.double()
             if packed.length and sliding_window(self.model) is None:
@@ -575,7 +264,7 @@ class Predictor:
             elif packed.length:
                 # Sliding-window layers keep a cache of another length than the global
                 # ones, so one block mask cannot serve both: repeat the cache per label.
-                total = total + _repeated_cache_scores(self.model, batch, sequences, self.pad_id)
+                total = total + repeated_cache_scores(self.model, batch, sequences, self.pad_id)
             scores[indices] = total.cpu().numpy()
         return scores
 
@@ -608,7 +297,7 @@ class Predictor:
     ) -> list[Generation]:
         """Greedy (or sampled) continuation of each prompt, stopping at a turn-end token."""
         results: list[Generation | None] = [None] * len(prompts)
-        device = _model_device(self.model)
+        device = model_device(self.model)
         generator = None
         if sampling is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
@@ -656,27 +345,3 @@ def resolve_scoring(scoring: str, n_labels: int) -> str:
     if scoring == "auto":
         return "exact" if n_labels <= 20 else "constrained"
     return scoring
-
-
-def _continuation_logprobs(
-    model: Any, prompt: list[int], continuations: list[list[int]], pad_id: int
-) -> np.ndarray:
-    """Sum log p(continuation | prompt) per continuation, by whole-sequence forwards.
-
-    The reference computation (no cache); used for prompt/prefix-tuned models.
-    """
-    device = _model_device(model)
-    sequences = [prompt + cont for cont in continuations]
-    ids, mask = _right_padded(sequences, pad_id, device)
-    offset = virtual_token_offset(model)
-    start = len(prompt) - 1  # logits at t predict token t+1
-    width = max(len(c) for c in continuations)
-    keep = torch.arange(start, start + width, device=device)
-    out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep + offset, use_cache=False)
-    logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # [R, width, V]
-    totals = np.zeros(len(continuations))
-    for row, cont in enumerate(continuations):
-        positions = torch.arange(len(cont), device=device)
-        targets = torch.tensor(cont, device=device)
-        totals[row] = float(logprobs[row, positions, targets].sum())
-    return totals

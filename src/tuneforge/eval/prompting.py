@@ -8,7 +8,6 @@ output alone (zero-shot and few-shot prompts, the same construction as eval's ba
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.eval import baselines as bl
 
 PROMPT_KINDS = ("zero", "fewshot")
 
@@ -65,39 +63,31 @@ def score_prompting(
 ) -> list[PromptingScore]:
     """Accuracy (95 % bootstrap CI) of the base model prompted zero-shot and few-shot.
 
-    Predictions are scored over the label set (always a valid label), as eval scores them.
+    Prompts are built and predictions scored over the label set (always a valid label) by
+    eval's own runner, exactly as `tuneforge eval` does for its baselines.
     """
-    from tuneforge.eval.predict import LabelSet, Predictor
+    from tuneforge.eval.runner import Runner, conversations_for
     from tuneforge.eval.stats import bootstrap_ci
 
     unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
     if unknown:
         raise TuneforgeError(f"prompting kinds: unknown {unknown}; choose from {PROMPT_KINDS}")
-    prompts = [row["messages"][:-1] for row in test]
     gold = [row["label"] for row in test]
-    label_set = LabelSet.build(tokenizer, labels, prompts[0])
-    predictor = Predictor(model, tokenizer, batch_size=batch_size)
-    chosen = bl.stratified_shots(train, shots, seed=seed)
+    runner = Runner(tokenizer, labels, test[0]["messages"][:-1], gold, batch_size=batch_size)
     scores = []
     for kind in kinds:
-        if kind == "zero":
-            conversations = [bl.zero_shot(p, labels) for p in prompts]
-        else:
-            conversations = [bl.with_examples(p, chosen, labels) for p in prompts]
-        encoded = predictor.encode(conversations)
-        started = time.perf_counter()
-        found = predictor.classify(encoded, label_set)
-        seconds = time.perf_counter() - started
-        correct = np.array(
-            [label_set.labels[p.label] == g for p, g in zip(found, gold, strict=True)]
-        )
+        conversations = conversations_for(kind, test, labels, train, shots, seed)
+        # No free generation: only the label-set accuracy is reported here.
+        variant = runner.run(f"base_{kind}", model, conversations, free_generation=False)
+        correct = np.array([p == g for p, g in zip(variant.pred, gold, strict=True)])
+        assert variant.prompt_tokens is not None
         scores.append(
             PromptingScore(
-                f"base_{kind}",
+                variant.name,
                 float(correct.mean()),
                 bootstrap_ci(correct.astype(float)),
-                float(np.mean([len(p) for p in encoded])),
-                seconds,
+                variant.prompt_tokens,
+                variant.seconds,
                 len(test),
             )
         )

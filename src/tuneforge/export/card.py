@@ -80,7 +80,7 @@ def eval_summary(run: RunDir) -> dict[str, Any] | None:
     results = _read_json(run.path / EVAL_METRICS)
     if not results or not isinstance(results.get("variants"), dict):
         return None
-    from tuneforge.eval.report import primary_metric
+    from tuneforge.eval.verdict import primary_metric
 
     key, name = primary_metric(results)
     variants = {}

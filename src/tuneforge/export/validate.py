@@ -137,10 +137,10 @@ def answer_logits(
     model: Any, sequences: list[list[int]], positions: list[list[int]], pad_id: int, batch: int = 8
 ) -> list[torch.Tensor]:
     """Per row, [len(positions), vocab] float32 logits at `positions` (right-padded batches)."""
-    from tuneforge.eval.predict import _model_device
+    from tuneforge.eval.decoding import model_device
     from tuneforge.train.loss import virtual_token_offset
 
-    device = _model_device(model)
+    device = model_device(model)
     offset = virtual_token_offset(model)
     out: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
@@ -169,7 +169,8 @@ def answer_logits(
 
 def predictions(model: Any, tokenizer: Any, rows: list[Row], labels: list[str] | None) -> list[str]:
     """The labels (classification) or greedy answers (generation) `tuneforge eval` would give."""
-    from tuneforge.eval.predict import LabelSet, Predictor
+    from tuneforge.eval.labels import LabelSet
+    from tuneforge.eval.predict import Predictor
 
     predictor = Predictor(model, tokenizer, batch_size=8)
     prompts = predictor.encode([row["messages"][:-1] for row in rows])

@@ -66,7 +66,7 @@ class AdapterSpec:
     tokenizer: Any
     labels: list[str] | None
     label_set: Any = None
-    """`tuneforge.eval.predict.LabelSet` for classification runs."""
+    """`tuneforge.eval.labels.LabelSet` for classification runs."""
     rank: int = 0
     stop_ids: frozenset[int] = frozenset()
 
@@ -119,7 +119,7 @@ def run_base_identity(run_path: Path, model_name: str) -> str:
 
 def inspect_adapter(name: str, path: str | Path, base: BaseInfo, key: str) -> AdapterSpec:
     """Check that `path` is an adapter run servable on `base`; TuneforgeError says why not."""
-    from tuneforge.eval.predict import LabelSet
+    from tuneforge.eval.labels import LabelSet
     from tuneforge.models.tokenizer import load_saved_tokenizer, stop_token_ids
     from tuneforge.models.trained import inspect_run
 

@@ -27,12 +27,12 @@ def eval_fragment(
     A metrics.json the report code cannot read (hand-edited, from an older version) gives a
     short note rather than an error.
     """
-    # The block list is eval.report's internal representation; it is used here so the
-    # dashboard cannot drift from report.md/report.html.
-    from tuneforge.eval.report import _blocks
+    # The same block list report.md and report.html are rendered from, so the dashboard cannot
+    # drift from them.
+    from tuneforge.eval.report import build_blocks
 
     try:
-        blocks = _blocks(results, dict(plots))
+        blocks = build_blocks(results, dict(plots))
     except Exception as exc:  # malformed results: say so on the page, never a 500
         return Markup(
             '<p class="note">The eval report could not be read '

@@ -94,7 +94,7 @@ def metric_value(variant: Any, key: str) -> tuple[float | None, tuple[float, flo
 
 
 def summarize_eval(results: Any, notes: list[str]) -> EvalSummary | None:
-    from tuneforge.eval.report import primary_metric, verdict
+    from tuneforge.eval.verdict import primary_metric, verdict
 
     if not isinstance(results, dict) or not isinstance(results.get("variants"), dict):
         notes.append("eval/metrics.json: no 'variants' in it; re-run `tuneforge eval`")
