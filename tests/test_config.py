@@ -95,10 +95,10 @@ def test_every_shipped_config_loads(path):
     assert cfg.model.name
 
 
-def test_old_run_configs_with_packing_false_still_load():
+def test_packing_is_a_boolean_on_by_default():
     from tuneforge.config import ConfigError, TrainConfig, resolve
 
-    cfg = resolve(TrainConfig, base={"data": {"dir": "d", "packing": False}})
-    assert cfg.data.dir == "d"
+    assert resolve(TrainConfig, base={"data": {"dir": "d"}}).data.packing is True
+    assert resolve(TrainConfig, overrides=["data.packing=false"]).data.packing is False
     with pytest.raises(ConfigError, match="packing"):
-        resolve(TrainConfig, base={"data": {"packing": True}})
+        resolve(TrainConfig, base={"data": {"packing": "sometimes"}})

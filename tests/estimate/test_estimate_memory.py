@@ -83,6 +83,13 @@ def test_a_shared_prefix_counts_once_per_pass():
     assert mem.tokens_per_pass(8, 100, 2048, prefix=30) == 590
 
 
+def test_a_packed_row_counts_real_tokens_against_the_budget():
+    # 32 rows of 100 tokens, 30 of them a shared prefix: 30 + 29 x 70 = 2060 > 2048, so 28 rows
+    assert mem.tokens_per_pass(32, 100, 2048, prefix=30, packed=True) == 30 + 28 * 70
+    assert mem.tokens_per_pass(32, 100, 2048, prefix=30) == 30 + 20 * 70  # padded: 20 x 100
+    assert mem.tokens_per_pass(4, 3000, 2048, packed=True) == 3000  # alone, as padded
+
+
 def test_counts_match_the_trained_model(tiny_model_dir):
     """The meta-device counts equal what `attach_method` gives on the loaded model, and LoRA's
     trainable count equals r x (in + out) summed over the adapted layers, by hand."""

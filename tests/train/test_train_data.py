@@ -133,18 +133,18 @@ def test_read_split_names_file_and_line(tmp_path):
 def test_loop_draws_a_new_order_each_epoch_and_sees_every_example(make_cfg, tmp_path, monkeypatch):
     """Every epoch is a fresh seeded permutation covering each example once (a resumed run
     recomputes the epoch's batches from (seed, epoch), so an unbroken run must do the same)."""
-    from tuneforge.train import loop
+    from tuneforge.train.data import Batching
     from tuneforge.train.run import train
 
     seen: list[list[int]] = []
-    real_collate = loop.collate
+    real_collate = Batching.collate
 
-    def spy(split, indices, pad_id):
+    def spy(self, split, indices):
         if len(split) == 32:  # the train split (val has 8)
             seen.append(list(indices))
-        return real_collate(split, indices, pad_id)
+        return real_collate(self, split, indices)
 
-    monkeypatch.setattr(loop, "collate", spy)
+    monkeypatch.setattr(Batching, "collate", spy)
     cfg = make_cfg("train.batch_size=8", "train.max_steps=12", "data.group_by_length=false")
     train(cfg, tmp_path / "run", log=lambda s: None)
     assert len(seen) == 12

@@ -23,9 +23,10 @@ layer (RMSNorm, grouped-query attention, SwiGLU MLP):
 where h = hidden size, q = heads x head_dim, kv = kv_heads x head_dim, i = intermediate size.
 Attention itself is the fused SDPA kernel: no seq x seq matrix is kept. With gradient
 checkpointing only each layer's input (h) is kept, plus one layer's activations recomputed at
-a time. Tokens per forward pass: the padded batch (rows x longest row), capped at
-train.max_batch_tokens when the loop splits a batch (it never splits a single row), with the
-prompt prefix all rows share (a system prompt) counted once, as the loop computes it once.
+a time. Tokens per forward pass: the batch of the longest rows (padded rows or one packed row),
+capped at train.max_batch_tokens when the loop splits a batch (it never splits a single row),
+with the prompt prefix all rows share (a system prompt) counted once, as the loop computes it
+once.
 
 What this counts is live memory. On CPU the process's peak RSS can be higher: glibc raises its
 mmap threshold after large frees, so later activation-sized blocks come from the heap, and freed
@@ -129,15 +130,24 @@ def activation_bytes(
 
 
 def tokens_per_pass(
-    batch_size: int, longest: int, max_batch_tokens: int | None, prefix: int = 0
+    batch_size: int,
+    longest: int,
+    max_batch_tokens: int | None,
+    prefix: int = 0,
+    packed: bool = False,
 ) -> int:
     """Tokens in the largest forward pass: the batch of the longest rows, cut to the token
     budget as `token_budget_chunks` does (whole rows; a row longer than it runs alone). The
-    prompt prefix every row shares (`prefix` tokens, train.share_prefix) runs once per pass."""
+    prompt prefix every row shares (`prefix` tokens, train.share_prefix) runs once per pass.
+    Padded rows count rows x longest against the budget, a packed row its real tokens."""
+    own = longest - prefix
     rows = batch_size
-    if max_batch_tokens is not None and batch_size * longest > max_batch_tokens:
-        rows = max(1, max_batch_tokens // longest)
-    return prefix + rows * (longest - prefix)
+    if max_batch_tokens is not None:
+        if packed and prefix + rows * own > max_batch_tokens:
+            rows = max(1, (max_batch_tokens - prefix) // max(own, 1))
+        elif not packed and batch_size * longest > max_batch_tokens:
+            rows = max(1, max_batch_tokens // longest)
+    return prefix + rows * own
 
 
 def breakdown(

@@ -39,8 +39,10 @@ def method_variant(method: MethodConfig, kind: str) -> MethodConfig:
     )
 
 
-def data_lengths(cfg: TrainConfig) -> dict[str, Any]:
-    """Token lengths of the training (and validation) rows, or max_seq_len when no data."""
+def data_lengths(cfg: TrainConfig, config: Any) -> dict[str, Any]:
+    """Token lengths of the training (and validation) rows, or max_seq_len when no data.
+
+    `config`: the model's `PretrainedConfig` (its attention window decides packing)."""
     if cfg.data.dir is None:
         return {
             "source": "model.max_seq_len (no data.dir)",
@@ -49,7 +51,9 @@ def data_lengths(cfg: TrainConfig) -> dict[str, Any]:
             "longest": cfg.model.max_seq_len,
             "mean": float(cfg.model.max_seq_len),
             "shared_prefix": 0,
+            "packed": False,
         }
+    from tuneforge.models.architecture import config_sliding_window
     from tuneforge.models.cache import cache_root
     from tuneforge.models.load import load_tokenizer
     from tuneforge.train.data import load_tokenized, shared_prefix_length
@@ -66,11 +70,19 @@ def data_lengths(cfg: TrainConfig) -> dict[str, Any]:
     if val_path.is_file() and val_path.stat().st_size > 0:
         val_n = len(load_tokenized(val_path, tokenizer, cfg.model.max_seq_len, cache))
     lengths = split.lengths
-    # The loop computes the shared prompt prefix once per batch, except where it cannot.
+    # As `train.loop.batching_for` decides: packed rows where the model allows them, and the
+    # shared prompt prefix computed once per pass, except where it cannot be.
+    prompt_learning = cfg.method.kind in ("prompt_tuning", "prefix_tuning")
+    window = config_sliding_window(config)
+    packed = (
+        cfg.data.packing
+        and not prompt_learning
+        and (window is None or max(split.lengths) <= window)
+    )
     sharing = (
         cfg.train.share_prefix
-        and not cfg.model.gradient_checkpointing
-        and cfg.method.kind not in ("prompt_tuning", "prefix_tuning")
+        and not prompt_learning
+        and (packed or not cfg.model.gradient_checkpointing)
     )
     return {
         "source": f"{data_dir / 'train.jsonl'} (tokenized)",
@@ -79,6 +91,7 @@ def data_lengths(cfg: TrainConfig) -> dict[str, Any]:
         "longest": max(lengths),
         "mean": sum(lengths) / len(lengths),
         "shared_prefix": shared_prefix_length(split) if sharing else 0,
+        "packed": packed,
     }
 
 
@@ -130,10 +143,14 @@ def estimate(
     if epochs is not None and epochs <= 0:
         raise TuneforgeError(f"--epochs must be positive (got {epochs:g})")
     config = hf_config(cfg.model)
-    lengths = data_lengths(cfg)
+    lengths = data_lengths(cfg, config)
     t = cfg.train
     tokens = mem.tokens_per_pass(
-        t.batch_size, lengths["longest"], t.max_batch_tokens, lengths["shared_prefix"]
+        t.batch_size,
+        lengths["longest"],
+        t.max_batch_tokens,
+        lengths["shared_prefix"],
+        lengths["packed"],
     )
     # Framework memory of a training process on CPU: this process's RSS now, with torch,
     # transformers and peft imported and no weights loaded yet.

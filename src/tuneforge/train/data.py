@@ -1,7 +1,8 @@
-"""Training data: a `prepare` output tokenized once (and cached), length-grouped batches.
+"""Training data: a `prepare` output tokenized once (and cached), batched, collated.
 
 Batches are a pure function of (seed, epoch), so a resumed run replays exactly the batches the
-interrupted one would have seen, skipping those it had finished.
+interrupted one would have seen, skipping those it had finished. A micro-batch becomes tensors
+one of two ways (`Batching`): right-padded rows, or all examples packed into one row.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +171,18 @@ def shared_prefix_length(split: TokenizedSplit, minimum: int = 4) -> int:
     return length if length >= minimum else 0
 
 
+def padded_tokens(lengths: Sequence[int]) -> int:
+    """Tokens a right-padded batch of examples of these lengths computes: rows x longest."""
+    return max(lengths) * len(lengths)
+
+
 def token_budget_chunks(
-    indices: list[int], lengths: list[int], max_tokens: int | None
+    indices: list[int],
+    lengths: list[int],
+    max_tokens: int | None,
+    tokens: Callable[[Sequence[int]], int] = padded_tokens,
 ) -> list[list[int]]:
-    """Cut a batch into consecutive pieces whose padded size (rows x longest) fits `max_tokens`.
+    """Cut a batch into consecutive pieces whose computed size (`tokens`) fits `max_tokens`.
 
     Losses are summed per token and divided by the whole window's label tokens, so the pieces'
     gradients add up to the batch's gradient: only peak activation memory changes. A single
@@ -181,14 +192,11 @@ def token_budget_chunks(
         return [indices]
     chunks: list[list[int]] = []
     current: list[int] = []
-    longest = 0
     for index in indices:
-        widest = max(longest, lengths[index])
-        if current and widest * (len(current) + 1) > max_tokens:
+        if current and tokens([lengths[i] for i in [*current, index]]) > max_tokens:
             chunks.append(current)
-            current, widest = [], lengths[index]
+            current = []
         current.append(index)
-        longest = widest
     if current:
         chunks.append(current)
     return chunks
@@ -210,3 +218,66 @@ def collate(split: TokenizedSplit, indices: list[int], pad_id: int) -> dict[str,
 
 def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
     return math.ceil(num_batches / grad_accum)
+
+
+def collate_packed(
+    split: TokenizedSplit, indices: list[int], prefix_len: int = 0
+) -> dict[str, torch.Tensor]:
+    """All examples in one row, without padding: [shared prefix][example 1][example 2]...
+
+    The first `prefix_len` tokens, identical in every example (`shared_prefix_length`), appear
+    once; each example contributes the rest. Returns input_ids, labels, position_ids [1, T] and
+    attention_mask [1, 1, T, T] (bool, True = may attend): a token sees the prefix and the
+    earlier tokens of its own example, at the positions it has alone, so every example is
+    computed exactly as in a padded batch (same loss and gradients) with no pad token computed.
+    Each example's first own token gets no label: in a padded row nothing predicts it either.
+    """
+    ids: list[int] = list(split.input_ids[indices[0]][:prefix_len])
+    labels: list[int] = [IGNORE_INDEX] * prefix_len
+    positions: list[int] = list(range(prefix_len))
+    segments: list[int] = [-1] * prefix_len
+    for number, index in enumerate(indices):
+        own = split.input_ids[index][prefix_len:]
+        ids += own
+        labels += [IGNORE_INDEX, *split.labels[index][prefix_len + 1 :]]
+        positions += range(prefix_len, prefix_len + len(own))
+        segments += [number] * len(own)
+    segment = torch.tensor(segments)
+    causal = torch.ones(len(ids), len(ids), dtype=torch.bool).tril()
+    same = (segment[:, None] == segment[None, :]) | (segment[None, :] == -1)
+    as_row = partial(torch.tensor, dtype=torch.long)
+    return {
+        "input_ids": as_row([ids]),
+        "labels": as_row([labels]),
+        "position_ids": as_row([positions]),
+        "attention_mask": (causal & same)[None, None],
+    }
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How micro-batches become tensors, and what one costs against `train.max_batch_tokens`.
+
+    packed=False: right-padded rows (`collate`); `answer_loss` runs the shared prefix once
+    through a KV cache (`cache_prefix_len`). packed=True: one row (`collate_packed`), the
+    prefix already in it once; no padding is computed at all.
+    """
+
+    pad_id: int
+    prefix_len: int = 0
+    packed: bool = False
+
+    @property
+    def cache_prefix_len(self) -> int:
+        """The prefix `answer_loss` must share through its cache (packed rows hold it already)."""
+        return 0 if self.packed else self.prefix_len
+
+    def tokens(self, lengths: Sequence[int]) -> int:
+        if not self.packed:
+            return padded_tokens(lengths)
+        return self.prefix_len + sum(n - self.prefix_len for n in lengths)
+
+    def collate(self, split: TokenizedSplit, indices: list[int]) -> dict[str, torch.Tensor]:
+        if self.packed:
+            return collate_packed(split, indices, self.prefix_len)
+        return collate(split, indices, self.pad_id)

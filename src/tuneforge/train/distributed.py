@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 
 from tuneforge.config import TrainConfig
 from tuneforge.errors import TuneforgeError
-from tuneforge.train.data import token_budget_chunks
+from tuneforge.train.data import padded_tokens, token_budget_chunks
 
 Pass = tuple[list[int], bool]  # (example indices, whether its loss counts)
 
@@ -57,6 +57,7 @@ def rank_passes(
     world: int,
     lengths: list[int],
     max_tokens: int | None,
+    tokens: Callable[[Sequence[int]], int] = padded_tokens,
 ) -> list[Pass]:
     """This rank's forward/backward passes for one optimizer step (see the module docstring).
 
@@ -67,7 +68,7 @@ def rank_passes(
         [
             piece
             for indices in step_batches[r::world]
-            for piece in token_budget_chunks(indices, lengths, max_tokens)
+            for piece in token_budget_chunks(indices, lengths, max_tokens, tokens)
         ]
         for r in range(world)
     ]

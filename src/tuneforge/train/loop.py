@@ -22,9 +22,16 @@ import torch
 
 from tuneforge.config import TrainConfig
 from tuneforge.errors import TuneforgeError
+from tuneforge.models.architecture import is_prompt_learning, sliding_window
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train import distributed as dist
-from tuneforge.train.data import TokenizedSplit, collate, epoch_batches, shared_prefix_length
+from tuneforge.train.data import (
+    Batching,
+    TokenizedSplit,
+    epoch_batches,
+    shared_prefix_length,
+    token_budget_chunks,
+)
 from tuneforge.train.loss import answer_loss, virtual_token_offset
 from tuneforge.train.tracking import Tracker, plot_losses
 
@@ -83,6 +90,30 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int, world: int) -> int:
     return max(1, math.ceil(per_epoch * cfg.train.epochs))
 
 
+def batching_for(model: Any, cfg: TrainConfig, split: TokenizedSplit, pad_id: int) -> Batching:
+    """Packed rows where the model allows them, else padded rows; the shared prefix either way.
+
+    Prompt and prefix tuning feed their own virtual tokens / past key-values: neither packing
+    nor prefix sharing. A packed row puts several examples under one custom mask, which
+    sliding-window layers would not restrict: exact only while every example fits the window.
+    Gradient checkpointing turns the model's KV cache off, which padded prefix sharing relies
+    on; a packed row holds its prefix itself and needs no cache.
+    """
+    prompt_learning = is_prompt_learning(model)
+    window = sliding_window(model)
+    packed = (
+        cfg.data.packing
+        and not prompt_learning
+        and (window is None or max(split.lengths, default=0) <= window)
+    )
+    share = (
+        cfg.train.share_prefix
+        and not prompt_learning
+        and (packed or not cfg.model.gradient_checkpointing)
+    )
+    return Batching(pad_id, shared_prefix_length(split) if share else 0, packed)
+
+
 @torch.no_grad()
 def validation_loss(
     model: Any, split: TokenizedSplit, cfg: TrainConfig, pad_id: int, accelerator: Any
@@ -93,19 +124,17 @@ def validation_loss(
     """
     model.eval()
     offset = virtual_token_offset(model)
-    prompt_learning = getattr(
-        getattr(model, "active_peft_config", None), "is_prompt_learning", False
-    )
-    prefix_len = (
-        shared_prefix_length(split) if cfg.train.share_prefix and not prompt_learning else 0
-    )
+    batching = batching_for(model, cfg, split, pad_id)
     batches = epoch_batches(split.lengths, cfg.train.batch_size, 0, 0, group_by_length=True)
     totals = torch.zeros(2, device=accelerator.device)  # [loss sum, token count]
     for indices in batches[accelerator.process_index :: accelerator.num_processes]:
-        batch = {k: v.to(accelerator.device) for k, v in collate(split, indices, pad_id).items()}
-        with accelerator.autocast():
-            loss_sum, count = answer_loss(model, batch, offset, prefix_len)
-        totals += torch.stack([loss_sum.float(), count.float()])
+        for piece in token_budget_chunks(
+            indices, split.lengths, cfg.train.max_batch_tokens, batching.tokens
+        ):
+            batch = {k: v.to(accelerator.device) for k, v in batching.collate(split, piece).items()}
+            with accelerator.autocast():
+                loss_sum, count = answer_loss(model, batch, offset, batching.cache_prefix_len)
+            totals += torch.stack([loss_sum.float(), count.float()])
     totals = accelerator.reduce(totals, reduction="sum")
     model.train()
     return (totals[0] / totals[1].clamp(min=1)).item()
@@ -128,13 +157,7 @@ def train_loop(
     main = accelerator.is_main_process
     pad_id = tokenizer.pad_token_id
     offset = virtual_token_offset(model)
-    # Prompt and prefix tuning feed their own virtual tokens / past key-values: no sharing there.
-    prompt_learning = getattr(
-        getattr(model, "active_peft_config", None), "is_prompt_learning", False
-    )
-    # Gradient checkpointing turns the model's KV cache off, which prefix sharing relies on.
-    share = t.share_prefix and not prompt_learning and not cfg.model.gradient_checkpointing
-    prefix_len = shared_prefix_length(train_split) if share else 0
+    batching = batching_for(model, cfg, train_split, pad_id)
 
     # -- optimizer and schedule ---------------------------------------------------------------
     first_epoch_batches = epoch_batches(
@@ -197,18 +220,20 @@ def train_loop(
             loss_total = 0.0
             # This rank's micro-batches, cut to the token budget (pieces whose gradients add up
             # to the batch's), padded with zero-weight passes to the count every rank runs.
-            passes = dist.rank_passes(step_batches, rank, world, lengths, t.max_batch_tokens)
+            passes = dist.rank_passes(
+                step_batches, rank, world, lengths, t.max_batch_tokens, batching.tokens
+            )
             for micro, (indices, counts) in enumerate(passes):
                 batch = {
                     k: v.to(accelerator.device)
-                    for k, v in collate(train_split, indices, pad_id).items()
+                    for k, v in batching.collate(train_split, indices).items()
                 }
                 sync = micro == len(passes) - 1
                 with (
                     accelerator.no_sync(model) if not sync else _nullcontext(),
                     accelerator.autocast(),
                 ):
-                    loss_sum, _ = model(batch, offset, prefix_len)
+                    loss_sum, _ = model(batch, offset, batching.cache_prefix_len)
                     loss = loss_sum * (world / window_tokens if counts else 0.0)
                 accelerator.backward(loss)
                 loss_total += loss_sum.item() if counts else 0.0

@@ -48,7 +48,7 @@ def _body_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
 def answer_loss(
     model: Any, batch: dict[str, torch.Tensor], offset: int = 0, prefix_len: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of label tokens) for a right-padded batch.
+    """(sum of token losses, number of label tokens) for a right-padded or a packed batch.
 
     batch: input_ids, attention_mask, labels [B, T]. Position t predicts token t+1. The LM head
     runs only on the N hidden states [N, H] whose next token is a label (gathered row by row),
@@ -59,11 +59,17 @@ def answer_loss(
     label (the system prompt and turn header). They are run once, for one row, and their
     keys/values shared by the batch, instead of recomputed B times; gradients flow back through
     the shared cache, so loss and gradients equal the unshared computation.
+
+    A packed batch (`collate_packed`: attention_mask [1, 1, T, T] and position_ids) holds its
+    examples in one row with the block mask that keeps them apart; prefix_len must be 0.
     """
     input_ids, labels = batch["input_ids"], batch["labels"]
+    packed = batch["attention_mask"].dim() == 4
     past = None
-    positions = None
+    positions = batch.get("position_ids")
     if prefix_len:
+        if packed:
+            raise ValueError("a packed batch holds its shared prefix already: prefix_len=0")
         batch_size, width = input_ids.shape
         shared = model(input_ids=input_ids[:1, :prefix_len], use_cache=True, logits_to_keep=1)
         past = shared.past_key_values
@@ -75,10 +81,18 @@ def answer_loss(
     # Tokens after a row's last label-predicting position change nothing: trim the batch to the
     # widest such position (the final newline after the end-of-turn token, for instance).
     width = int(is_label.any(dim=0).nonzero().max()) + 1 if bool(is_label.any()) else 1
+    if packed:
+        allowed = batch["attention_mask"][..., :width, :width]
+        dtype = next(model.parameters()).dtype
+        # Additive form: eager attention adds the mask to its scores; SDPA takes either.
+        attention = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        attention.masked_fill_(~allowed, torch.finfo(dtype).min)
+    else:
+        attention = batch["attention_mask"][:, : prefix_len + width]
     split = _body_and_head(model)
     inputs = {
         "input_ids": input_ids[:, :width],
-        "attention_mask": batch["attention_mask"][:, : prefix_len + width],
+        "attention_mask": attention,
         "past_key_values": past,
         "position_ids": positions[:, :width] if positions is not None else None,
         "use_cache": past is not None,

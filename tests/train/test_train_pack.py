@@ -1,0 +1,130 @@
+"""Packing a micro-batch into one row changes nothing but the cost."""
+
+import pytest
+import torch
+
+from tuneforge.config import MethodConfig, ModelConfig, TrainConfig
+from tuneforge.data.format import IGNORE_INDEX
+from tuneforge.models.adapters import attach_method
+from tuneforge.models.load import load_model
+from tuneforge.models.tiny import build_tiny_causal_lm
+from tuneforge.train.data import (
+    Batching,
+    TokenizedSplit,
+    collate,
+    collate_packed,
+    shared_prefix_length,
+    token_budget_chunks,
+    tokenize_rows,
+)
+from tuneforge.train.loop import batching_for
+from tuneforge.train.loss import answer_loss
+
+SYSTEM = {"role": "system", "content": "Classify the message. Answer with the label only."}
+
+
+def rows(n=6, system=True):
+    return [
+        {
+            "messages": ([SYSTEM] if system else [])
+            + [
+                {"role": "user", "content": "hello there " * (k + 1)},
+                {"role": "assistant", "content": "fine " * (k % 3 + 1)},
+            ]
+        }
+        for k in range(n)
+    ]
+
+
+def test_collate_packed_lays_out_prefix_once_then_each_example():
+    split = TokenizedSplit(
+        input_ids=[[1, 2, 3, 4, 5], [1, 2, 3, 7, 8, 9]],
+        labels=[[IGNORE_INDEX] * 4 + [5], [IGNORE_INDEX] * 4 + [8, 9]],
+    )
+    batch = collate_packed(split, [0, 1], prefix_len=2)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5, 3, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4, 5]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX] * 4 + [5] + [IGNORE_INDEX] * 2 + [8, 9]]
+    mask = batch["attention_mask"][0, 0]
+    assert mask.shape == (9, 9)
+    # the second example's tokens see the prefix and themselves, never the first example
+    assert mask[6].tolist() == [True, True, False, False, False, True, True, False, False]
+    # the first example never sees later tokens (causal)
+    assert mask[3].tolist() == [True, True, True, True] + [False] * 5
+
+
+def test_each_example_first_own_token_gets_no_label():
+    # even when the data would label it, nothing predicts it (as in a padded row)
+    split = TokenizedSplit(input_ids=[[5, 6], [7, 8]], labels=[[5, 6], [7, 8]])
+    batch = collate_packed(split, [0, 1])
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, IGNORE_INDEX, 8]]
+
+
+def test_packed_token_budget_counts_real_tokens():
+    lengths = [10, 10, 30, 5]
+    packed = Batching(pad_id=0, prefix_len=4, packed=True)
+    assert packed.tokens([10, 10]) == 4 + 6 + 6
+    assert Batching(pad_id=0).tokens([10, 30]) == 60
+    assert token_budget_chunks([0, 1, 2, 3], lengths, 42, packed.tokens) == [[0, 1, 2], [3]]
+    assert token_budget_chunks([0, 1, 2, 3], lengths, 42) == [[0, 1], [2], [3]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+@pytest.mark.parametrize("kind", ["lora", "full"])
+@pytest.mark.parametrize("system", [True, False])
+def test_packed_gives_the_padded_loss_and_gradients(tmp_path, arch, kind, system):
+    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, arch))))
+    model = attach_method(model, MethodConfig(kind=kind, dropout=0.0))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)  # a trained adapter, so its gradients are not trivial
+    model.train()
+    split = tokenize_rows(rows(system=system), tokenizer, 512)
+    prefix = shared_prefix_length(split)
+    assert (prefix >= 10) == system
+    if arch == "gemma":
+        # Packing is exact while every example fits the sliding window (`batching_for` checks
+        # it): make the longest example exactly the window, the boundary case.
+        model.config.sliding_window = max(split.lengths)
+    order = [3, 0, 5, 1, 4, 2]  # not length-sorted
+
+    def loss_and_grads(batch, prefix_len):
+        model.zero_grad()
+        loss, count = answer_loss(model, batch, 0, prefix_len)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return loss.item(), count.item(), grads
+
+    padded = loss_and_grads(collate(split, order, tokenizer.pad_token_id), 0)
+    packed = loss_and_grads(collate_packed(split, order, prefix), 0)
+    assert packed[1] == padded[1] > 0
+    assert packed[0] == pytest.approx(padded[0], rel=1e-5)
+    for name, grad in padded[2].items():
+        torch.testing.assert_close(packed[2][name], grad, atol=1e-4, rtol=1e-3)
+
+
+def test_batching_choice(tmp_path):
+    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, "llama"))))
+    split = tokenize_rows(rows(), tokenizer, 512)
+    cfg = TrainConfig()
+    lora = attach_method(model, MethodConfig(kind="lora"))
+    chosen = batching_for(lora, cfg, split, tokenizer.pad_token_id)
+    assert chosen.packed and chosen.prefix_len == shared_prefix_length(split)
+    assert chosen.cache_prefix_len == 0
+    off = cfg.model_copy(update={"data": cfg.data.model_copy(update={"packing": False})})
+    padded = batching_for(lora, off, split, tokenizer.pad_token_id)
+    assert not padded.packed and padded.cache_prefix_len == padded.prefix_len > 0
+
+
+def test_no_packing_for_prompt_tuning_or_examples_past_the_window(tmp_path):
+    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, "gemma"))))
+    split = tokenize_rows(rows(), tokenizer, 512)
+    cfg = TrainConfig()
+    prompt = attach_method(model, MethodConfig(kind="prompt_tuning", num_virtual_tokens=4))
+    assert not batching_for(prompt, cfg, split, tokenizer.pad_token_id).packed
+    model2, _, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path / "g", "gemma"))))
+    model2.config.sliding_window = max(split.lengths) - 1
+    assert not batching_for(model2, cfg, split, tokenizer.pad_token_id).packed
+    model2.config.sliding_window = max(split.lengths)
+    assert batching_for(model2, cfg, split, tokenizer.pad_token_id).packed
