@@ -63,13 +63,34 @@ def _weights_location(base: str) -> tuple[str, str | None]:
     return str(source.hub_id), None
 
 
+def _register(catalog: AdapterCatalog, name: str, path: Any) -> AdapterSpec:
+    """`catalog.register`, refusing what vLLM cannot load (DoRA) now rather than per request."""
+    spec = catalog.register(name, path)
+    if not spec.mixable:  # the catalog's LoRA-family adapters that PEFT cannot mix: DoRA
+        catalog.unregister(name)
+        raise TuneforgeError(
+            f"adapter {name!r}: {spec.path} is a DoRA adapter, which vLLM cannot load; serve it "
+            "with --engine hf"
+        )
+    return spec
+
+
 class VllmEngine:
     """The `ServingEngine` interface on a vLLM `AsyncLLMEngine` with LoRA enabled."""
 
     name = "vllm"
 
-    def __init__(self, llm: Any, catalog: AdapterCatalog, metrics: Metrics, max_queue: int) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        catalog: AdapterCatalog,
+        metrics: Metrics,
+        max_queue: int,
+        max_lora_rank: int = _LORA_RANKS[-1],
+    ) -> None:
         self._llm = llm
+        self.max_lora_rank = max_lora_rank
+        """vLLM sizes its LoRA buffers for this rank at start: a larger adapter cannot load."""
         self.catalog = catalog
         self.context_length = catalog.base.context_length
         self.metrics = metrics
@@ -117,17 +138,25 @@ class VllmEngine:
             )
         )
         for adapter_name, path in adapters.items():
-            catalog.register(adapter_name, path)
+            _register(catalog, adapter_name, path)
         rank = max([spec.rank for spec in catalog.adapters()] + [16])
+        if rank > _LORA_RANKS[-1]:
+            raise TuneforgeError(
+                f"an adapter has LoRA rank {rank}; vLLM serves ranks up to {_LORA_RANKS[-1]}: "
+                "serve it with --engine hf"
+            )
+        max_lora_rank = next(r for r in _LORA_RANKS if r >= rank)
         args = AsyncEngineArgs(
             model=location,
             dtype=dtype,
             enable_lora=True,
             max_loras=max_adapters,
-            max_lora_rank=next((r for r in _LORA_RANKS if r >= rank), _LORA_RANKS[-1]),
+            max_lora_rank=max_lora_rank,
             max_model_len=catalog.base.context_length,
         )
-        return cls(AsyncLLMEngine.from_engine_args(args), catalog, metrics, max_queue)
+        return cls(
+            AsyncLLMEngine.from_engine_args(args), catalog, metrics, max_queue, max_lora_rank
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,7 +193,14 @@ class VllmEngine:
         return LoRARequest(spec.name, int(spec.key.removeprefix("tf")), str(spec.path))
 
     def load_adapter(self, name: str, path: str) -> AdapterSpec:
-        spec = self.catalog.register(name, path)
+        spec = _register(self.catalog, name, path)
+        if spec.rank > self.max_lora_rank:
+            self.catalog.unregister(name)
+            raise TuneforgeError(
+                f"adapter {name!r} has LoRA rank {spec.rank}, above the {self.max_lora_rank} "
+                "this vLLM server sized its LoRA buffers for at start (from the adapters given "
+                "then); restart with it among --adapter, or use --engine hf"
+            )
         try:
             self._call(self._llm.add_lora(self._lora(spec)))
         except BaseException:
@@ -229,6 +265,9 @@ class VllmEngine:
                 job.events.push(Done(text, reason, tokens))
                 self.metrics.prompt_tokens.inc(len(job.prompt_ids), model=job.target.name)
                 self.metrics.completion_tokens.inc(tokens, model=job.target.name)
+                return
+        # Without this the client would wait forever for an answer that is not coming.
+        raise RuntimeError("the output stream ended before the request finished")
 
     async def _classify(self, job: Job) -> None:
         from vllm import SamplingParams
