@@ -36,40 +36,16 @@ from tuneforge.estimate.probe import current_rss_bytes
 RUNTIME_RSS = current_rss_bytes()
 
 
-def largest_pass(cfg: Any, run_dir: Path, steps: int) -> dict[str, int]:
-    from tuneforge.models.cache import cache_root
-    from tuneforge.models.tokenizer import load_saved_tokenizer
-    from tuneforge.train.data import (
-        epoch_batches,
-        load_tokenized,
-        shared_prefix_length,
-        token_budget_chunks,
-    )
+def largest_pass(cfg: Any, run_dir: Path, steps: int) -> dict[str, Any]:
+    """The largest forward pass of the run's own batches, as `tuneforge estimate` replays them."""
+    from tuneforge.estimate.run import data_lengths, largest_planned_pass
+    from tuneforge.estimate.shape import hf_config
 
-    tokenizer = load_saved_tokenizer(run_dir)
-    split = load_tokenized(
-        Path(cfg.data.dir) / "train.jsonl",
-        tokenizer,
-        cfg.model.max_seq_len,
-        cache_root() / "tokenized",
-    )
-    t = cfg.train
-    prefix = shared_prefix_length(split) if t.share_prefix else 0
-    lengths = split.lengths
-    micro_needed, epoch, best = steps * t.grad_accum, 0, {"tokens": 0}
-    while micro_needed > 0:
-        batches = epoch_batches(
-            lengths, t.batch_size, t.seed, epoch, cfg.data.group_by_length, cfg.data.group_window
-        )
-        for batch in batches[:micro_needed]:
-            for piece in token_budget_chunks(batch, lengths, t.max_batch_tokens):
-                width = max(lengths[i] for i in piece)
-                tokens = prefix + len(piece) * (width - prefix)
-                if tokens > best["tokens"]:
-                    best = {"tokens": tokens, "rows": len(piece), "width": width, "prefix": prefix}
-        micro_needed -= len(batches)
-        epoch += 1
-    return best
+    lengths, split = data_lengths(cfg, hf_config(cfg.model))
+    micro = steps * cfg.train.grad_accum
+    prefix, packed = lengths["shared_prefix"], lengths["packed"]
+    tokens = largest_planned_pass(cfg, split, prefix, packed, micro)
+    return {"tokens": tokens, "prefix": prefix, "packed": packed, "micro_batches": micro}
 
 
 def check(run_dir: Path, with_probe: bool) -> dict[str, Any]:

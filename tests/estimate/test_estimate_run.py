@@ -52,7 +52,10 @@ def test_estimate_scales_the_probe_to_the_dataset(tiny_model_dir, data_dir):
     assert tokens["train_examples"] == 20 and tokens["val_examples"] == 6
     assert tokens["shared_prefix"] > 0  # "<|im_start|>user\nWhat is " in every row
     prefix = tokens["shared_prefix"]
-    assert tokens["per_pass"] == prefix + 4 * (tokens["longest"] - prefix)
+    # The run's largest packed pass (20 rows, batches of 4, 2 epochs): never above 4 longest
+    # rows sharing the prefix, never below the longest row alone.
+    assert tokens["longest"] <= tokens["per_pass"] <= prefix + 4 * (tokens["longest"] - prefix)
+    assert tokens["packed"] and "10 micro-batches" in tokens["per_pass_from"]
     t = result["time"]
     probe = t["probe"]
     assert probe["steps_timed"] == 3 and probe["examples_timed"] == 12
@@ -70,6 +73,33 @@ def test_estimate_scales_the_probe_to_the_dataset(tiny_model_dir, data_dir):
     t4, h100 = result["cost"]["t4"], result["cost"]["h100"]
     assert h100["seconds"] < t4["seconds"]
     assert t4["usd"] == pytest.approx(t4["seconds"] / 3600 * 0.50)
+
+
+def test_largest_planned_pass_replays_the_runs_batches():
+    from tuneforge.config import TrainConfig, resolve
+    from tuneforge.estimate.run import largest_planned_pass
+    from tuneforge.train.data import TokenizedSplit, epoch_batches
+
+    lengths = [10, 50, 12, 11, 13, 14, 90, 15]
+    split = TokenizedSplit([[1] * n for n in lengths], [[1] * n for n in lengths])
+    cfg = resolve(TrainConfig, overrides=["train.batch_size=2", "train.max_batch_tokens=100"])
+    first_epoch = epoch_batches(lengths, 2, cfg.train.seed, 0, False)
+
+    def packed(batch):  # prefix 4 once, then each row's own tokens; a row over budget alone
+        pieces = [[i] for i in batch] if 4 + sum(lengths[i] - 4 for i in batch) > 100 else [batch]
+        return max(4 + sum(lengths[i] - 4 for i in piece) for piece in pieces)
+
+    def padded(batch):
+        pieces = [[i] for i in batch] if 2 * max(lengths[i] for i in batch) > 100 else [batch]
+        return max(4 + len(piece) * (max(lengths[i] for i in piece) - 4) for piece in pieces)
+
+    for micro in (1, 2, 4):
+        want = max(packed(b) for b in first_epoch[:micro])
+        assert largest_planned_pass(cfg, split, 4, True, micro) == want
+        want = max(padded(b) for b in first_epoch[:micro])
+        assert largest_planned_pass(cfg, split, 4, False, micro) == want
+    # Past one epoch, the next epoch's (reshuffled) batches count too: every row is seen.
+    assert largest_planned_pass(cfg, split, 4, True, 6) >= 90
 
 
 def test_estimate_without_data_uses_max_seq_len(tiny_model_dir):

@@ -65,6 +65,9 @@ def test_packed_token_budget_counts_real_tokens():
     packed = Batching(pad_id=0, prefix_len=4, packed=True)
     assert packed.tokens([10, 10]) == 4 + 6 + 6
     assert Batching(pad_id=0).tokens([10, 30]) == 60
+    # computed: the prefix once either way; padded rows pad to the longest
+    assert packed.computed_tokens([10, 10]) == 16
+    assert Batching(pad_id=0, prefix_len=4).computed_tokens([10, 30]) == 4 + 2 * 26
     assert token_budget_chunks([0, 1, 2, 3], lengths, 42, packed.tokens) == [[0, 1, 2], [3]]
     assert token_budget_chunks([0, 1, 2, 3], lengths, 42) == [[0, 1], [2], [3]]
 

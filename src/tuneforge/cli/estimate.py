@@ -42,8 +42,8 @@ def _duration(seconds: float | None) -> str:
 def memory_table(result: dict[str, Any]) -> Table:
     tokens = result["tokens"]
     table = Table(
-        title=f"training memory, GiB ({tokens['per_pass']} padded tokens per forward pass: "
-        f"batch {tokens['batch_size']} x longest {tokens['longest']})",
+        title=f"training memory, GiB ({tokens['per_pass']} tokens in the largest forward pass, "
+        f"{'packed' if tokens.get('packed') else 'padded'} rows: {tokens['per_pass_from']})",
         header_style="bold",
         box=box.SIMPLE_HEAD,
     )

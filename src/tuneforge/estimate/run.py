@@ -39,8 +39,9 @@ def method_variant(method: MethodConfig, kind: str) -> MethodConfig:
     )
 
 
-def data_lengths(cfg: TrainConfig, config: Any) -> dict[str, Any]:
-    """Token lengths of the training (and validation) rows, or max_seq_len when no data.
+def data_lengths(cfg: TrainConfig, config: Any) -> tuple[dict[str, Any], Any]:
+    """(token lengths of the training and validation rows, the tokenized train split), or
+    max_seq_len and None when there is no data.
 
     `config`: the model's `PretrainedConfig` (its attention window decides packing)."""
     if cfg.data.dir is None:
@@ -52,7 +53,7 @@ def data_lengths(cfg: TrainConfig, config: Any) -> dict[str, Any]:
             "mean": float(cfg.model.max_seq_len),
             "shared_prefix": 0,
             "packed": False,
-        }
+        }, None
     from tuneforge.models.architecture import config_sliding_window
     from tuneforge.models.cache import cache_root
     from tuneforge.models.load import load_tokenizer
@@ -92,7 +93,34 @@ def data_lengths(cfg: TrainConfig, config: Any) -> dict[str, Any]:
         "mean": sum(lengths) / len(lengths),
         "shared_prefix": shared_prefix_length(split) if sharing else 0,
         "packed": packed,
-    }
+    }, split
+
+
+def largest_planned_pass(
+    cfg: TrainConfig, split: Any, prefix: int, packed: bool, micro_batches: int
+) -> int:
+    """Tokens of the largest forward pass the run will make, from its own batches.
+
+    Batches are a pure function of (seed, epoch) and the data, so the first `micro_batches`
+    of them (steps x grad_accum, one process) are replayed and cut to the token budget exactly
+    as the loop cuts them; the batch of the longest rows may never occur in a short run.
+    """
+    from tuneforge.train.data import Batching, epoch_batches, token_budget_chunks
+
+    t = cfg.train
+    lengths = split.lengths
+    batching = Batching(pad_id=0, prefix_len=prefix, packed=packed)
+    largest, epoch, left = 0, 0, micro_batches
+    while left > 0:
+        batches = epoch_batches(
+            lengths, t.batch_size, t.seed, epoch, cfg.data.group_by_length, cfg.data.group_window
+        )
+        for batch in batches[:left]:
+            for piece in token_budget_chunks(batch, lengths, t.max_batch_tokens, batching.tokens):
+                largest = max(largest, batching.computed_tokens([lengths[i] for i in piece]))
+        left -= len(batches)
+        epoch += 1
+    return largest
 
 
 def memory_table(
@@ -143,15 +171,31 @@ def estimate(
     if epochs is not None and epochs <= 0:
         raise TuneforgeError(f"--epochs must be positive (got {epochs:g})")
     config = hf_config(cfg.model)
-    lengths = data_lengths(cfg, config)
+    lengths, split = data_lengths(cfg, config)
     t = cfg.train
-    tokens = mem.tokens_per_pass(
-        t.batch_size,
-        lengths["longest"],
-        t.max_batch_tokens,
-        lengths["shared_prefix"],
-        lengths["packed"],
-    )
+    if split is not None and examples is None:
+        # The run's own batches (for the configured steps, or --epochs): its real largest pass.
+        from tuneforge.train.loop import total_steps
+
+        run_cfg = cfg
+        if epochs is not None:  # --epochs replaces both train.epochs and train.max_steps
+            update = {"epochs": epochs, "max_steps": None}
+            run_cfg = cfg.model_copy(update={"train": t.model_copy(update=update)})
+        steps = total_steps(run_cfg, math.ceil(len(split) / t.batch_size), 1)
+        tokens = largest_planned_pass(
+            cfg, split, lengths["shared_prefix"], lengths["packed"], steps * t.grad_accum
+        )
+        per_pass_from = f"the largest of the run's {steps * t.grad_accum} micro-batches"
+    else:
+        # No dataset (or a hypothetical size): the worst case, a batch of the longest rows.
+        tokens = mem.tokens_per_pass(
+            t.batch_size,
+            lengths["longest"],
+            t.max_batch_tokens,
+            lengths["shared_prefix"],
+            lengths["packed"],
+        )
+        per_pass_from = f"worst case: batch {t.batch_size} x longest {lengths['longest']}"
     # Framework memory of a training process on CPU: this process's RSS now, with torch,
     # transformers and peft imported and no weights loaded yet.
     runtime_cpu = float(current_rss_bytes())
@@ -203,7 +247,12 @@ def estimate(
         "model": cfg.model.name,
         "method": cfg.method.kind,
         "shape": asdict(shape_of(config)),
-        "tokens": {**lengths, "batch_size": t.batch_size, "per_pass": tokens},
+        "tokens": {
+            **lengths,
+            "batch_size": t.batch_size,
+            "per_pass": tokens,
+            "per_pass_from": per_pass_from,
+        },
         "gradient_checkpointing": cfg.model.gradient_checkpointing,
         "methods": methods,
         "gpus": {g.name: asdict(g) for g in chosen},

@@ -273,9 +273,17 @@ class Batching:
         return 0 if self.packed else self.prefix_len
 
     def tokens(self, lengths: Sequence[int]) -> int:
+        """What a piece of examples of these lengths counts against `train.max_batch_tokens`."""
         if not self.packed:
             return padded_tokens(lengths)
         return self.prefix_len + sum(n - self.prefix_len for n in lengths)
+
+    def computed_tokens(self, lengths: Sequence[int]) -> int:
+        """Tokens its forward pass computes (what activation memory scales with): the shared
+        prefix once, then each row's own tokens, padded to the longest unless packed."""
+        if self.packed:
+            return self.tokens(lengths)
+        return self.prefix_len + len(lengths) * (max(lengths) - self.prefix_len)
 
     def collate(self, split: TokenizedSplit, indices: list[int]) -> dict[str, torch.Tensor]:
         if self.packed:
