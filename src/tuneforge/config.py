@@ -367,6 +367,22 @@ def format_validation_error(exc: ValidationError, model_cls: type[BaseModel], so
     return "\n".join(lines)
 
 
+def flat_keys(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"a.b": value}: the dotted keys `a.b=c` overrides use.
+
+    Anything but a dict (a run whose config could not be read) flattens to {}."""
+    if not isinstance(tree, dict):
+        return {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_keys(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def to_yaml(config: BaseModel) -> str:
     """The resolved config as YAML, saved with every run."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -136,18 +136,15 @@ def tokens_per_pass(
     prefix: int = 0,
     packed: bool = False,
 ) -> int:
-    """Tokens in the largest forward pass: the batch of the longest rows, cut to the token
-    budget as `token_budget_chunks` does (whole rows; a row longer than it runs alone). The
-    prompt prefix every row shares (`prefix` tokens, train.share_prefix) runs once per pass.
-    Padded rows count rows x longest against the budget, a packed row its real tokens."""
-    own = longest - prefix
-    rows = batch_size
-    if max_batch_tokens is not None:
-        if packed and prefix + rows * own > max_batch_tokens:
-            rows = max(1, (max_batch_tokens - prefix) // max(own, 1))
-        elif not packed and batch_size * longest > max_batch_tokens:
-            rows = max(1, max_batch_tokens // longest)
-    return prefix + rows * own
+    """Tokens in the largest forward pass without a dataset: a batch of rows all as long as the
+    longest, cut to the token budget by the loop's own `token_budget_chunks` (a row longer than
+    the budget runs alone), the shared prompt prefix (`prefix` tokens) computed once."""
+    from tuneforge.train.data import Batching, token_budget_chunks
+
+    batching = Batching(pad_id=0, prefix_len=prefix, packed=packed)
+    lengths = [longest] * batch_size
+    first = token_budget_chunks(list(range(batch_size)), lengths, max_batch_tokens, batching.tokens)
+    return batching.computed_tokens([longest] * len(first[0]))
 
 
 def breakdown(

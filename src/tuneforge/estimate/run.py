@@ -57,7 +57,8 @@ def data_lengths(cfg: TrainConfig, config: Any) -> tuple[dict[str, Any], Any]:
     from tuneforge.models.architecture import config_sliding_window
     from tuneforge.models.cache import cache_root
     from tuneforge.models.load import load_tokenizer
-    from tuneforge.train.data import load_tokenized, shared_prefix_length
+    from tuneforge.train.data import load_tokenized
+    from tuneforge.train.loop import plan_batching
     from tuneforge.train.run import check_data_dir
 
     data_dir = check_data_dir(cfg)
@@ -71,19 +72,13 @@ def data_lengths(cfg: TrainConfig, config: Any) -> tuple[dict[str, Any], Any]:
     if val_path.is_file() and val_path.stat().st_size > 0:
         val_n = len(load_tokenized(val_path, tokenizer, cfg.model.max_seq_len, cache))
     lengths = split.lengths
-    # As `train.loop.batching_for` decides: packed rows where the model allows them, and the
-    # shared prompt prefix computed once per pass, except where it cannot be.
-    prompt_learning = cfg.method.kind in ("prompt_tuning", "prefix_tuning")
-    window = config_sliding_window(config)
-    packed = (
-        cfg.data.packing
-        and not prompt_learning
-        and (window is None or max(split.lengths) <= window)
-    )
-    sharing = (
-        cfg.train.share_prefix
-        and not prompt_learning
-        and (packed or not cfg.model.gradient_checkpointing)
+    # The loop's own decision, from the config instead of a loaded model.
+    batching = plan_batching(
+        cfg,
+        split,
+        0,
+        cfg.method.kind in ("prompt_tuning", "prefix_tuning"),
+        config_sliding_window(config),
     )
     return {
         "source": f"{data_dir / 'train.jsonl'} (tokenized)",
@@ -91,8 +86,8 @@ def data_lengths(cfg: TrainConfig, config: Any) -> tuple[dict[str, Any], Any]:
         "val_examples": val_n,
         "longest": max(lengths),
         "mean": sum(lengths) / len(lengths),
-        "shared_prefix": shared_prefix_length(split) if sharing else 0,
-        "packed": packed,
+        "shared_prefix": batching.prefix_len,
+        "packed": batching.packed,
     }, split
 
 

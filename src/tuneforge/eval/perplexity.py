@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tuneforge.data.format import IGNORE_INDEX
+from tuneforge.models.architecture import is_prompt_learning
 from tuneforge.train.data import collate, shared_prefix_length, tokenize_rows
 from tuneforge.train.loss import answer_loss, virtual_token_offset
 
@@ -35,10 +36,7 @@ def perplexity(
         return None
     device = next(model.parameters()).device
     offset = virtual_token_offset(model)
-    prompt_learning = bool(
-        getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
-    )
-    prefix_len = 0 if prompt_learning else shared_prefix_length(split)
+    prefix_len = 0 if is_prompt_learning(model) else shared_prefix_length(split)
     order = sorted(range(len(split)), key=lambda i: -split.lengths[i])
     totals = {"answer": [0.0, 0], "sequence": [0.0, 0]}
     for start in range(0, len(order), batch_size):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tuneforge.config import ModelConfig, TrainConfig, resolve
 from tuneforge.errors import TuneforgeError
+from tuneforge.models.architecture import is_prompt_learning
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -231,8 +232,7 @@ def base_model_view(model: Any) -> Iterator[Any]:
     """
     if not is_adapter_model(model):
         raise TuneforgeError("internal: base_model_view needs a PEFT model; use load_base")
-    config = getattr(model, "active_peft_config", None)
-    if getattr(config, "is_prompt_learning", False):
+    if is_prompt_learning(model):
         # Prompt/prefix tuning never touch the base weights: the wrapped model *is* the base.
         yield model.get_base_model()
         return
@@ -252,10 +252,9 @@ def merged_adapter(model: Any) -> Iterator[Any]:
     """
     from tuneforge.models.quantize import is_quantized
 
-    config = getattr(model, "active_peft_config", None)
     foldable = (
         is_adapter_model(model)
-        and not getattr(config, "is_prompt_learning", False)
+        and not is_prompt_learning(model)
         and not is_quantized(model.get_base_model())
         and hasattr(model, "merge_adapter")
     )

@@ -91,16 +91,25 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int, world: int) -> int:
 
 
 def batching_for(model: Any, cfg: TrainConfig, split: TokenizedSplit, pad_id: int) -> Batching:
+    """How `model` trains on `split`: `plan_batching` with the model's own facts."""
+    return plan_batching(cfg, split, pad_id, is_prompt_learning(model), sliding_window(model))
+
+
+def plan_batching(
+    cfg: TrainConfig,
+    split: TokenizedSplit,
+    pad_id: int,
+    prompt_learning: bool,
+    window: int | None,
+) -> Batching:
     """Packed rows where the model allows them, else padded rows; the shared prefix either way.
 
     Prompt and prefix tuning feed their own virtual tokens / past key-values: neither packing
     nor prefix sharing. A packed row puts several examples under one custom mask, which
-    sliding-window layers would not restrict: exact only while every example fits the window.
-    Gradient checkpointing turns the model's KV cache off, which padded prefix sharing relies
-    on; a packed row holds its prefix itself and needs no cache.
+    sliding-window layers (`window`) would not restrict: exact only while every example fits
+    the window. Gradient checkpointing turns the model's KV cache off, which padded prefix
+    sharing relies on; a packed row holds its prefix itself and needs no cache.
     """
-    prompt_learning = is_prompt_learning(model)
-    window = sliding_window(model)
     packed = (
         cfg.data.packing
         and not prompt_learning

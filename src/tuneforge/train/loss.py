@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.format import IGNORE_INDEX
+from tuneforge.models.architecture import is_prompt_learning
 
 
 def virtual_token_offset(model: Any) -> int:
     """Prompt tuning prepends trainable embeddings, shifting every position in the output."""
-    config = getattr(model, "active_peft_config", None)
-    if config is None or not getattr(config, "is_prompt_learning", False):
+    if not is_prompt_learning(model):
         return 0
+    config = model.active_peft_config
     if str(getattr(config, "peft_type", "")).endswith("PREFIX_TUNING"):
         return 0  # prefix tuning feeds past key/values; the sequence itself is not lengthened
     return int(config.num_virtual_tokens)
@@ -31,8 +32,7 @@ def _body_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
 
     None when the model cannot be split that way, or must not be: prompt and prefix tuning.
     """
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+    if is_prompt_learning(model):
         return None  # the PEFT forward injects virtual tokens / past key-values
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     get_decoder = getattr(causal, "get_decoder", None)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import TrackingConfig, TrainConfig
+from tuneforge.config import TrackingConfig, TrainConfig, flat_keys
 from tuneforge.errors import TuneforgeError
 
 METRICS_FILE = "metrics.jsonl"
@@ -62,7 +62,7 @@ class Tracker:
             mlflow.set_tracking_uri(tracking.mlflow_uri or (run_dir / "mlruns").resolve().as_uri())
             mlflow.set_experiment("tuneforge")
             self._mlflow = mlflow.start_run(run_name=run_dir.name)
-            mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+            mlflow.log_params(flat_keys(cfg.model_dump(mode="json")))
         if tracking.wandb:
             import wandb
 
@@ -101,17 +101,6 @@ class Tracker:
             mlflow.end_run()
         if self._wandb is not None:
             self._wandb.finish()
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def plot_losses(run_dir: Path) -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from tuneforge.config import flat_keys
 from tuneforge.ui import charts
 from tuneforge.ui import templates as fmt
 from tuneforge.ui.readers import read_json
@@ -153,22 +154,9 @@ def sections(data: Any) -> tuple[Any, list[tuple[str, list[dict[str, Any]]]]]:
     return {k: v for k, v in data.items() if k not in named}, tables
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def config_diff(configs: dict[str, dict[str, Any] | None]) -> list[tuple[str, list[str]]]:
     """[(key, [value per run])] for the config keys whose values differ between the runs."""
-    flat = [flatten(cfg) for cfg in configs.values()]
+    flat = [flat_keys(cfg) for cfg in configs.values()]
     rows = []
     for key in sorted({k for f in flat for k in f}):
         values = [repr(f[key]) if key in f else None for f in flat]
