@@ -4,8 +4,8 @@
 
 Data: ../shared/data/banking77/train.csv prepared by `tuneforge prepare` (SmolLM2 tokenizer,
 seeded stratified split 60/9/31 so the held-out test split alone has >= 3,080 rows; repeated
-only if it has fewer). Model: a LoRA run of SmolLM2-135M -- `--run` names one, otherwise a short
-one is trained here first (`configs/smollm2-135m/lora.yaml`, `--train-steps` steps; its time is
+only if it has fewer), or `--data DIR`: DIR/test.jsonl (a run's own split). Model: a LoRA run
+of SmolLM2-135M -- `--run` names one, otherwise a short one is trained here first (`configs/smollm2-135m/lora.yaml`, `--train-steps` steps; its time is
 not counted). Both variants use the tuned model, loaded the same way (`load_trained`), in one
 process one after the other.
 
@@ -17,8 +17,10 @@ B: `tuneforge.eval.predict.Predictor.classify(..., "constrained")`, the path `tu
    takes for a 77-label task: shared-prefix KV reuse, length-sorted batches with middle padding,
    label-trie decoding that stops once one label is left, the LoRA folded into the weights
    while predicting. Timed on all `--rows` rows, tokenization included.
+C: B under `tuneforge eval --precision bf16` (bfloat16 matrix products, float32 weights), on
+   the same rows; its answers are compared with B's (agreement). `--no-bf16` skips it.
 
-Prints one JSON line: rows/s, seconds, invalid labels and accuracy for each, and B/A.
+Prints one JSON line: rows/s, seconds, invalid labels and accuracy for each, B/A and C/B.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--csv", default=str(ROOT.parent / "shared/data/banking77/train.csv"))
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a prepared data dir whose test.jsonl to classify (e.g. the run's own, from "
+        "benchmarks/banking77.py); default: prepare the 60/9/31 split described above",
+    )
+    parser.add_argument("--no-bf16", action="store_true", help="skip variant C")
     return parser.parse_args(argv)
 
 
@@ -124,13 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="eval_throughput-"))
     work.mkdir(parents=True, exist_ok=True)
-    data_dir = prepare_data(args.csv, work / "data")
+    data_dir = Path(args.data) if args.data else prepare_data(args.csv, work / "data")
     run_dir = Path(args.run) if args.run else train_run(data_dir, work / "run", args.train_steps)
 
     import torch
 
     from tuneforge.eval.labels import LabelSet
     from tuneforge.eval.predict import Predictor
+    from tuneforge.models.precision import cpu_has_native_bf16, inference_precision
     from tuneforge.models.trained import inspect_run, load_trained, merged_adapter
 
     labels = inspect_run(run_dir).labels
@@ -140,16 +150,35 @@ def main(argv: list[str] | None = None) -> None:
     label_set = LabelSet.build(tokenizer, labels, rows[0]["messages"][:-1])
     torch.manual_seed(0)
 
-    # B: tuneforge, all rows, as `tuneforge eval` predicts with the tuned model.
-    started = time.perf_counter()
-    with merged_adapter(model):
-        predictor = Predictor(model, tokenizer, batch_size=args.batch_size)
-        prompts = predictor.encode([row["messages"][:-1] for row in rows])
-        found = predictor.classify(prompts, label_set, "constrained")
-    b_seconds = time.perf_counter() - started
-    b_pred = [labels[p.label] for p in found]
-    b_invalid = sum(p not in labels for p in b_pred)
-    b_correct = sum(p == row["label"] for p, row in zip(b_pred, rows, strict=True))
+    def tuneforge_predictions(precision: str) -> tuple[float, list[str]]:
+        """As `tuneforge eval --precision PRECISION` predicts with the tuned model, all rows."""
+        started = time.perf_counter()
+        with merged_adapter(model), inference_precision(model, precision):
+            predictor = Predictor(model, tokenizer, batch_size=args.batch_size)
+            prompts = predictor.encode([row["messages"][:-1] for row in rows])
+            found = predictor.classify(prompts, label_set, "constrained")
+        return time.perf_counter() - started, [labels[p.label] for p in found]
+
+    def scored(seconds: float, pred: list[str]) -> dict[str, Any]:
+        invalid = sum(p not in labels for p in pred)
+        return {
+            "seconds": round(seconds, 1),
+            "rows_per_s": round(len(rows) / seconds, 2),
+            "invalid_labels": invalid,
+            "accuracy": round(
+                sum(p == r["label"] for p, r in zip(pred, rows, strict=True)) / len(rows), 4
+            ),
+            "goal_met": seconds <= GOAL_SECONDS and invalid == 0,
+        }
+
+    b_seconds, b_pred = tuneforge_predictions("auto")
+    variant_c = None
+    if not args.no_bf16:
+        c_seconds, c_pred = tuneforge_predictions("bf16")
+        variant_c = scored(c_seconds, c_pred)
+        variant_c["agreement_with_B"] = round(
+            sum(b == c for b, c in zip(b_pred, c_pred, strict=True)) / len(rows), 4
+        )
 
     # A: the plain loop, on a sample (rows are in file order, already shuffled by the split).
     plain = rows[: args.plain_rows]
@@ -157,11 +186,11 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer, plain, labels, label_set.longest + 4
     )
     a_rate = len(plain) / a_seconds
-    b_rate = len(rows) / b_seconds
     summary = {
         "benchmark": "eval_throughput",
         "model": "smollm2-135m + LoRA",
         "run": str(run_dir),
+        "data": str(data_dir),
         "labels": len(labels),
         "rows": len(rows),
         "rows_repeated": repeated,
@@ -177,16 +206,15 @@ def main(argv: list[str] | None = None) -> None:
             "accuracy": round(a_correct / len(plain), 4),
         },
         "B_tuneforge": {
-            "seconds": round(b_seconds, 1),
-            "rows_per_s": round(b_rate, 2),
-            "invalid_labels": b_invalid,
-            "accuracy": round(b_correct / len(rows), 4),
+            **scored(b_seconds, b_pred),
             "accuracy_on_A_rows": round(
                 sum(p == r["label"] for p, r in zip(b_pred, plain, strict=False)) / len(plain), 4
             ),
         },
-        "ratio_rows_per_s": round(b_rate / a_rate, 2),
-        "goal_met": b_seconds <= GOAL_SECONDS and b_invalid == 0,
+        "C_tuneforge_bf16": variant_c,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "ratio_rows_per_s": round(len(rows) / b_seconds / a_rate, 2),
+        "ratio_C_over_B": round(b_seconds / variant_c["seconds"], 2) if variant_c else None,
         "workdir": str(work),
     }
     print(json.dumps(summary))

@@ -209,6 +209,8 @@ def _bad(kind: str, runs: dict[str, Path], tmp: Path) -> tuple[list, str]:
         return [run, "--data", test, "--baselines", "zero,few"], "unknown 'few'"
     if kind == "bad_scoring":
         return [run, "--data", test, "--scoring", "fast"], "--scoring 'fast'"
+    if kind == "bad_precision":
+        return [run, "--data", test, "--precision", "int4"], "--precision 'int4'"
     if kind == "missing_prompts":
         return [run, "--data", test, "--prompts", tmp / "none.txt"], "--prompts"
     raise AssertionError(kind)
@@ -225,6 +227,7 @@ def _bad(kind: str, runs: dict[str, Path], tmp: Path) -> tuple[list, str]:
         "no_answer",
         "bad_baseline",
         "bad_scoring",
+        "bad_precision",
         "missing_prompts",
     ],
 )
@@ -237,6 +240,46 @@ def test_bad_inputs_exit_2_with_a_message_and_write_nothing(runs, tmp_path, kind
     assert "Traceback" not in result.output
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_bf16_precision_is_recorded_and_agrees_on_a_confident_model(runs, tmp_path):
+    run, test = runs["classification"], runs["classification"].parent / "data-classification"
+    common = ["--data", test / "test.jsonl", "--baselines", "zero", "--no-forgetting"]
+    auto = invoke(run, *common, "--no-variation", "-o", tmp_path / "auto")
+    bf16 = invoke(run, *common, "--no-variation", "--precision", "bf16", "-o", tmp_path / "bf16")
+    assert auto.exit_code == 0 and bf16.exit_code == 0, auto.output + bf16.output
+    m_auto = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    m_bf16 = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
+    assert m_auto["precision"] == "float32"
+    assert m_bf16["precision"].startswith("bfloat16 matmuls")
+    assert "precision: bfloat16 matmuls" in (tmp_path / "bf16" / "report.md").read_text()
+
+    def predictions(name: str) -> list[dict]:
+        text = (tmp_path / name / "predictions.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines()]
+
+    # Rounding may flip a near tie, not the model: most answers and perplexity stay put.
+    pairs = zip(predictions("auto"), predictions("bf16"), strict=True)
+    same = [a["tuned"] == b["tuned"] for a, b in pairs]
+    assert sum(same) >= len(same) - 2
+    ppl_auto, ppl_bf16 = m_auto["perplexity"]["answer"], m_bf16["perplexity"]["answer"]
+    assert ppl_bf16 == pytest.approx(ppl_auto, rel=0.05) and ppl_bf16 != ppl_auto
+
+
+@pytest.mark.parametrize("kind", ["qlora", "full"])
+def test_bf16_precision_on_a_4bit_base_and_a_full_fine_tune(kind, tiny_model_dir, tmp_path):
+    if kind == "qlora":
+        pytest.importorskip("bitsandbytes")
+    run = make_run(tmp_path, tiny_model_dir, "classification", kind)
+    out = tmp_path / "out"
+    result = invoke(
+        run, "--data", tmp_path / "data-classification" / "test.jsonl", "--baselines", "zero",
+        "--no-forgetting", "--no-variation", "--precision", "bf16", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["variants"]) == {"tuned", "base_zero"}
+    assert metrics["precision"].startswith("bfloat16 matmuls")
 
 
 def test_fewshot_needs_the_training_split(runs, tmp_path):

@@ -213,7 +213,7 @@ def build_blocks(results: Mapping[str, Any], plots: Mapping[str, Path]) -> list[
     ]
     meta += [
         f"{name}: {results[name]}"
-        for name in ("model", "method", "scoring", "shots", "data")
+        for name in ("model", "method", "scoring", "precision", "shots", "data")
         if results.get(name) not in (None, "")
     ]
     blocks.append(("p", " · ".join(meta)))

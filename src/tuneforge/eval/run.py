@@ -31,7 +31,7 @@ from tuneforge.eval import baselines as bl
 from tuneforge.eval import summary as sm
 from tuneforge.eval.inputs import Messages, Plan, make_plan
 from tuneforge.eval.runner import Runner, Variant, conversations_for
-from tuneforge.eval.verdict import VARIANT_ORDER, primary_metric
+from tuneforge.eval.verdict import VARIANT_ORDER, metric_value, primary_metric, strongest_baseline
 
 DEFAULT_SHOTS = 8
 WORST_K = 10
@@ -52,23 +52,34 @@ def evaluate(
     forgetting: bool = True,
     variation: bool = True,
     limit: int | None = None,
+    precision: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate the run in `run_dir` on `data_path`; write the report into `out_dir`.
 
     `out_dir` defaults to RUN_DIR/eval. Returns the results (what metrics.json holds).
+    `precision`: `auto` runs every model as loaded, `bf16` with bfloat16 matrix products
+    (:mod:`tuneforge.models.precision`); all variants run at the same precision.
     Bad inputs raise TuneforgeError before anything is loaded or written.
     """
     from tuneforge.fsutil import atomic_directory
+    from tuneforge.models.precision import check_precision, cpu_has_native_bf16
 
     if batch_size < 1:
         raise TuneforgeError(f"--batch-size must be at least 1 (got {batch_size})")
+    check_precision(precision)
     plan = make_plan(
         run_dir, data_path, out_dir, baselines, shots, prompts_file, scoring, force, limit
     )
+    if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        plan.notes.append(
+            "--precision bf16 on a CPU without native bfloat16 (AVX512-BF16/AMX) is emulated "
+            "and slower than float32"
+        )
+        log(f"note: {plan.notes[-1]}")
     with atomic_directory(plan.out_dir, overwrite=force) as tmp:
         results = _evaluate(
-            plan, tmp, shots, scoring, device, batch_size, forgetting, variation, log
+            plan, tmp, shots, scoring, device, batch_size, forgetting, variation, precision, log
         )
     return results
 
@@ -82,10 +93,12 @@ def _evaluate(
     batch_size: int,
     with_forgetting: bool,
     with_variation: bool,
+    precision: str,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     from tuneforge.eval import forgetting as fg
     from tuneforge.eval.perplexity import perplexity
+    from tuneforge.models.precision import inference_precision, precision_label
     from tuneforge.models.trained import (
         base_model_view,
         is_adapter_model,
@@ -98,6 +111,7 @@ def _evaluate(
     n = len(plan.rows)
     log(f"loading {run.path} ({run.config.method.kind} on {run.config.model.name})")
     model, tokenizer, cfg = load_trained(run.path, device=device)
+    computed_in = precision_label(model, precision)
     runner = Runner(
         tokenizer,
         run.labels,
@@ -109,19 +123,21 @@ def _evaluate(
     variants: dict[str, Variant] = {}
 
     # -- the fine-tuned model ------------------------------------------------------------------
-    with merged_adapter(model):  # plain linear layers while the tuned model predicts
+    # Every variant runs at the same `precision`; the adapter is folded in float32 first.
+    with merged_adapter(model), inference_precision(model, precision):
         tuned = runner.run("tuned", model, _conversations("tuned", plan, shots))
     variants["tuned"] = tuned
     log(f"tuned: {n} examples in {tuned.seconds:.1f} s")
-    ppl = perplexity(
-        model, tokenizer, plan.rows, max_seq_len=cfg.model.max_seq_len, batch_size=batch_size
-    )
-    forgetting_tuned = fg.forgetting_score(runner.predictor(model)) if with_forgetting else None
     prompt_outputs: dict[str, list[str]] = {}
-    if plan.prompts:
-        prompt_outputs["tuned"] = runner.answer_prompts(model, plan.prompts)
-    if with_variation:
-        tuned.variation = runner.variation(model, tuned)
+    with inference_precision(model, precision):
+        ppl = perplexity(
+            model, tokenizer, plan.rows, max_seq_len=cfg.model.max_seq_len, batch_size=batch_size
+        )
+        forgetting_tuned = fg.forgetting_score(runner.predictor(model)) if with_forgetting else None
+        if plan.prompts:
+            prompt_outputs["tuned"] = runner.answer_prompts(model, plan.prompts)
+        if with_variation:
+            tuned.variation = runner.variation(model, tuned)
 
     # -- the base model --------------------------------------------------------------------------
     base_needed = bool(
@@ -135,7 +151,7 @@ def _evaluate(
             log("loading the base model again (full fine-tune)")
             del model
             base_scope = contextlib.nullcontext(load_base(run.path, device=device)[0])
-        with base_scope as base:
+        with base_scope as base, inference_precision(base, precision):
             for kind in bl.PROMPTING:
                 if kind not in plan.baselines:
                     continue
@@ -173,7 +189,7 @@ def _evaluate(
     variants = {name: variants[name] for name in VARIANT_ORDER if name in variants}
     summaries = {name: sm.summarize(plan, v) for name, v in variants.items()}
     key, _ = primary_metric({"task": run.task, "variants": summaries})
-    strongest = sm.best_baseline(summaries, key)
+    strongest = strongest_baseline({"variants": summaries}, key)
     other = variants[strongest] if strongest else None
     gold_cmp = sm.compared_strings(plan, plan.gold)
     tuned_cmp = sm.compared_strings(plan, tuned.pred)
@@ -220,6 +236,7 @@ def _evaluate(
         "model": run.config.model.name,
         "method": run.config.method.kind,
         "scoring": runner.scoring,
+        "precision": computed_in,
         "shots": shots if {"fewshot", "rag"} & set(plan.baselines) else None,
         "notes": plan.notes,
     }
@@ -241,7 +258,7 @@ def _write(
     plots: dict[str, Path] = {}
     bars = {}
     for name, summary in results["variants"].items():
-        value, (lo, hi) = sm.metric_of(summary, key)
+        value, (lo, hi) = metric_value(summary, key)
         bars[name] = (value, lo, hi)
     plots["comparison"] = tmp / "comparison.png"
     pl.comparison_bar_png(bars, plots["comparison"], key.replace("_", " "))

@@ -84,20 +84,6 @@ def summarize(plan: Plan, variant: Variant) -> dict[str, Any]:
     }
 
 
-def metric_of(summary: dict[str, Any], key: str) -> tuple[float, list[float]]:
-    """(value, [lo, hi]) of a metric in a variant summary; JSON field scores sit under "json"."""
-    block = summary["json"] if key.startswith("field_") else summary
-    return block[key], block[f"{key}_ci"]
-
-
-def best_baseline(summaries: dict[str, dict[str, Any]], key: str) -> str | None:
-    """The best baseline by the primary metric (ties: classic, the cheapest, then order)."""
-    others = [name for name in summaries if name != "tuned"]
-    if not others:
-        return None
-    return max(others, key=lambda n: (metric_of(summaries[n], key)[0], n == "classic"))
-
-
 def comparisons(plan: Plan, variants: dict[str, Variant], key: str) -> dict[str, Any]:
     """Tuned vs each baseline on the primary metric, paired (same examples).
 

@@ -1,0 +1,102 @@
+"""Compute precision for inference: plain float32, or bfloat16 matrix products.
+
+`bf16` runs the model under `torch.autocast(dtype=bfloat16)` with bfloat16 copies of its
+linear weights (the float32 weights are kept and put back): the matrix products (linear layers,
+attention) compute in bfloat16, the norms and embeddings stay float32, and eval takes its
+log-probabilities from the logits cast to float32 (as for a bfloat16 model). On a CPU with
+native bfloat16 dot products (AVX512-BF16 or AMX) this classifies ~1.8x faster than float32
+on SmolLM2-135M (docs/benchmarks.md), at the cost of rounding: a near-tied answer can flip, so
+evaluations record the precision they ran at. `auto` runs the model in the dtype it is loaded in (float32 on CPU, bfloat16 on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+
+from tuneforge.errors import TuneforgeError
+
+Precision = Literal["auto", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN can run bfloat16 products natively on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision: str) -> Precision:
+    if precision not in PRECISIONS:
+        raise TuneforgeError(
+            f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)} "
+            "(auto: the dtype the model is loaded in -- float32 on CPU, bfloat16 on CUDA; "
+            "bf16: bfloat16 matrix products on CPU too)"
+        )
+    return precision  # type: ignore[return-value]
+
+
+def precision_label(model: Any, precision: str) -> str:
+    """What a forward pass of `model` under `inference_precision(..., precision)` computes in:
+    "bf16 matmuls" for an autocast float32 model, else the dtype it was loaded in."""
+    loaded = _parameter_dtype(model)
+    name = str(loaded or torch.float32).removeprefix("torch.")
+    if precision == "bf16" and loaded in (None, torch.float32):
+        return "bfloat16 matmuls (float32 model)"
+    return name
+
+
+@contextlib.contextmanager
+def inference_precision(model: Any, precision: str) -> Iterator[Any]:
+    """Run `model`'s forward passes at `precision` inside this context (see the module docstring).
+
+    `auto` runs the model as loaded. `bf16` on a float32 model: every float32 linear weight is
+    swapped for a bfloat16 copy and the forward runs under autocast; on exit the original
+    float32 parameters are put back (untouched: whatever happens to the copies is dropped).
+    The copies exist because autocast re-casts a frozen weight on every call (inference mode
+    disables its cast cache): 20 % of eval's CPU time on SmolLM2 went to those casts.
+    """
+    check_precision(precision)
+    if precision != "bf16" or _parameter_dtype(model) not in (None, torch.float32):
+        yield model
+        return
+    device_type = _device_type(model)
+    if device_type not in ("cpu", "cuda"):
+        raise TuneforgeError(
+            f"--precision bf16 runs on cpu or cuda, not {device_type}; use --precision auto"
+        )
+    originals = []
+    try:
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and _is_float32(weight):
+                originals.append((module, weight))
+                copy = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
+                module.weight = copy  # a tied LM head gets its own copy; the embedding stays
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield model
+    finally:
+        for module, weight in originals:
+            module.weight = weight
+
+
+def _is_float32(weight: Any) -> bool:
+    return isinstance(weight, torch.Tensor) and weight.dtype == torch.float32
+
+
+def _device_type(model: Any) -> str:
+    for param in model.parameters():
+        return param.device.type
+    return "cpu"
+
+
+def _parameter_dtype(model: Any) -> torch.dtype | None:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
