@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import __version__
-from tuneforge.config import TrainConfig, resolve, to_yaml
+from tuneforge.config import TrainConfig, flat_keys, resolve, to_yaml
 from tuneforge.errors import TuneforgeError
 from tuneforge.fsutil import atomic_write_text, sha256_file
 from tuneforge.train import checkpoint as ckpt
@@ -76,7 +76,7 @@ def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
     # grad_accum may change with the number of processes, if the global batch stays the same:
     # `distributed.check_resume_world` checks that once the world size is known.
     allowed = {"train.max_steps", "train.epochs", "train.grad_accum", "tracking"}
-    old, new = _flat(saved.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    old, new = flat_keys(saved.model_dump(mode="json")), flat_keys(cfg.model_dump(mode="json"))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     changed = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
     if changed:
@@ -86,16 +86,6 @@ def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
             "(only train.max_steps, train.epochs, tracking and, with the number of processes, "
             "train.grad_accum may change)"
         )
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def make_accelerator(cfg: TrainConfig) -> Any:
