@@ -114,7 +114,7 @@ def eval_command(
         "or auto (exact up to 20 labels).",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Examples per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per forward pass."),
     precision: str = typer.Option(
         "auto",
         "--precision",

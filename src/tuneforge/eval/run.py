@@ -48,7 +48,7 @@ def evaluate(
     *,
     force: bool = False,
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = 32,
     forgetting: bool = True,
     variation: bool = True,
     limit: int | None = None,
