@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_throughput import read_rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     from tuneforge.models.precision import inference_precision
     from tuneforge.models.trained import inspect_run, load_trained, merged_adapter
 
-    text = (Path(args.data) / "test.jsonl").read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    rows = (rows * (args.rows // len(rows) + 1))[: args.rows]
+    rows, _ = read_rows(Path(args.data) / "test.jsonl", args.rows)
     labels = inspect_run(args.run).labels
     assert labels is not None, f"{args.run} is not a classification run"
     model, tokenizer, _ = load_trained(args.run)

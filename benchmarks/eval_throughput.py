@@ -5,9 +5,10 @@
 Data: ../shared/data/banking77/train.csv prepared by `tuneforge prepare` (SmolLM2 tokenizer,
 seeded stratified split 60/9/31 so the held-out test split alone has >= 3,080 rows; repeated
 only if it has fewer), or `--data DIR`: DIR/test.jsonl (a run's own split). Model: a LoRA run
-of SmolLM2-135M -- `--run` names one, otherwise a short one is trained here first (`configs/smollm2-135m/lora.yaml`, `--train-steps` steps; its time is
-not counted). Both variants use the tuned model, loaded the same way (`load_trained`), in one
-process one after the other.
+of SmolLM2-135M -- `--run` names one, otherwise a short one is trained here first
+(`configs/smollm2-135m/lora.yaml`, `--train-steps` steps; its time is not counted). Both
+variants use the tuned model, loaded the same way (`load_trained`), in one process one after
+the other.
 
 A: the loop a user writes first -- per row, the chat template with the generation prompt,
    `model.generate` (greedy, max_new_tokens = longest label + 4), decode, strip; an answer

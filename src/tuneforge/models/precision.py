@@ -44,11 +44,9 @@ def check_precision(precision: str) -> Precision:
 def precision_label(model: Any, precision: str) -> str:
     """What a forward pass of `model` under `inference_precision(..., precision)` computes in:
     "bf16 matmuls" for an autocast float32 model, else the dtype it was loaded in."""
-    loaded = _parameter_dtype(model)
-    name = str(loaded or torch.float32).removeprefix("torch.")
-    if precision == "bf16" and loaded in (None, torch.float32):
+    if _casts_to_bf16(model, precision):
         return "bfloat16 matmuls (float32 model)"
-    return name
+    return str(_parameter_dtype(model) or torch.float32).removeprefix("torch.")
 
 
 @contextlib.contextmanager
@@ -62,7 +60,7 @@ def inference_precision(model: Any, precision: str) -> Iterator[Any]:
     disables its cast cache): 20 % of eval's CPU time on SmolLM2 went to those casts.
     """
     check_precision(precision)
-    if precision != "bf16" or _parameter_dtype(model) not in (None, torch.float32):
+    if not _casts_to_bf16(model, precision):
         yield model
         return
     device_type = _device_type(model)
@@ -83,6 +81,11 @@ def inference_precision(model: Any, precision: str) -> Iterator[Any]:
     finally:
         for module, weight in originals:
             module.weight = weight
+
+
+def _casts_to_bf16(model: Any, precision: str) -> bool:
+    """bf16 asked for a float32 model (a 16-bit model already runs as it is loaded)."""
+    return precision == "bf16" and _parameter_dtype(model) in (None, torch.float32)
 
 
 def _is_float32(weight: Any) -> bool:
