@@ -1,11 +1,13 @@
-"""Classification eval time by batch size: the predictor `tuneforge eval` uses, one process.
+"""Classification eval time by batch size and decode pooling: `tuneforge eval`'s predictor.
 
-    python benchmarks/eval_batch_size.py RUN_DIR DATA_DIR [--sizes 16,32,64] [--rows 3080]
-        [--precision auto|bf16]
+    python benchmarks/eval_batch_size.py RUN_DIR DATA_DIR [--sizes 16,32,64] [--pools default]
+        [--rows 3080] [--precision auto|bf16] [--scoring constrained|exact] [--split test|val]
 
-Classifies DATA_DIR/test.jsonl (repeated to --rows) with the tuned model of RUN_DIR, label-trie
-decoding, LoRA folded in, once per batch size, and prints one JSON line: seconds and rows/s per
-size and each size's speed relative to the first (the baseline run in the same process).
+Classifies DATA_DIR/SPLIT.jsonl (repeated to --rows) with the tuned model of RUN_DIR, LoRA folded
+in, once per (batch size, decode pool) pair in one process, and prints one JSON line: seconds,
+rows/s and accuracy per setting and each setting's speed relative to the first (the baseline run
+in the same process). A decode pool of 0 decodes each batch on its own; `default` is what
+`tuneforge eval` uses (`Predictor`'s default, 4 batches).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run")
     parser.add_argument("data")
     parser.add_argument("--sizes", default="16,32,64")
+    parser.add_argument("--pools", default="default", help="decode pools in rows, e.g. 0,default")
     parser.add_argument("--rows", type=int, default=3080)
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--scoring", default="constrained", choices=["constrained", "exact"])
+    parser.add_argument("--split", default="test", choices=["test", "val"])
     args = parser.parse_args(argv)
 
     from tuneforge.eval.labels import LabelSet
@@ -35,20 +40,38 @@ def main(argv: list[str] | None = None) -> None:
     from tuneforge.models.precision import inference_precision
     from tuneforge.models.trained import inspect_run, load_trained, merged_adapter
 
-    rows, _ = read_rows(Path(args.data) / "test.jsonl", args.rows)
+    rows, _ = read_rows(Path(args.data) / f"{args.split}.jsonl", args.rows)
     labels = inspect_run(args.run).labels
     assert labels is not None, f"{args.run} is not a classification run"
     model, tokenizer, _ = load_trained(args.run)
     label_set = LabelSet.build(tokenizer, labels, rows[0]["messages"][:-1])
-    seconds: dict[int, float] = {}
+    settings = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        with merged_adapter(model), inference_precision(model, args.precision):
-            started = time.perf_counter()
-            predictor = Predictor(model, tokenizer, batch_size=size)
-            prompts = predictor.encode([row["messages"][:-1] for row in rows])
-            predictor.classify(prompts, label_set, "constrained")
-            seconds[size] = time.perf_counter() - started
-    first = next(iter(seconds.values()))
+        for pool in args.pools.split(","):
+            with merged_adapter(model), inference_precision(model, args.precision):
+                started = time.perf_counter()
+                predictor = Predictor(
+                    model,
+                    tokenizer,
+                    batch_size=size,
+                    decode_pool=None if pool == "default" else int(pool),
+                )
+                prompts = predictor.encode([row["messages"][:-1] for row in rows])
+                found = predictor.classify(prompts, label_set, args.scoring)
+                seconds = time.perf_counter() - started
+            correct = sum(labels[p.label] == r["label"] for p, r in zip(found, rows, strict=True))
+            settings.append(
+                {
+                    "batch_size": size,
+                    "decode_pool": predictor.decode_pool,
+                    "seconds": round(seconds, 1),
+                    "rows_per_s": round(len(rows) / seconds, 1),
+                    "accuracy": round(correct / len(rows), 4),
+                    "speed_vs_first": round(
+                        (settings[0]["seconds"] if settings else seconds) / seconds, 2
+                    ),
+                }
+            )
     print(
         json.dumps(
             {
@@ -56,14 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                 "run": args.run,
                 "rows": len(rows),
                 "precision": args.precision,
-                "by_batch_size": {
-                    size: {
-                        "seconds": round(s, 1),
-                        "rows_per_s": round(len(rows) / s, 1),
-                        "speed_vs_first": round(first / s, 2),
-                    }
-                    for size, s in seconds.items()
-                },
+                "scoring": args.scoring,
+                "split": args.split,
+                "settings": settings,
             }
         )
     )

@@ -18,6 +18,7 @@ from tuneforge.eval.predict import (
     length_batches,
     resolve_scoring,
 )
+from tuneforge.models.architecture import sliding_window
 from tuneforge.models.load import load_model
 from tuneforge.models.tiny import build_tiny_causal_lm
 
@@ -246,3 +247,139 @@ def test_helpers():
     assert length_batches([3, 9, 5, 9], 2) == [[1, 3], [2, 0]]
     assert resolve_scoring("auto", 20) == "exact"
     assert resolve_scoring("auto", 21) == "constrained"
+
+
+# Labels sharing first tokens, so most rows need decode steps after the prompt pass.
+TRIE_LABELS = [
+    "card arrival",
+    "card delivery estimate",
+    "card linking",
+    "cash withdrawal charge",
+    "cash withdrawal not recognised",
+    "top up failed",
+    "top up limits",
+]
+
+
+def test_pooled_trie_decoding_matches_batch_by_batch_with_fewer_forwards(tiny):
+    """Rows left after several prompt batches decode together (caches of different lengths
+    padded on the left): same labels and confidences as decoding each batch on its own, and as
+    decoding each prompt alone; fewer forward calls where the cache can be concatenated."""
+    from tuneforge.eval.decoding import CachedBatch
+
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, TRIE_LABELS, conversations()[0])
+    assert len(label_set.trie().children) < len(TRIE_LABELS)  # first tokens are shared
+    prompts = Predictor(model, tokenizer).encode(conversations() * 3)  # 18 prompts
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        outcomes, forwards = [], []
+        for batch_size, pool in [(1, 0), (2, 0), (2, 6), (2, 100), (3, 7)]:
+            calls.clear()
+            predictor = Predictor(model, tokenizer, batch_size=batch_size, decode_pool=pool)
+            outcomes.append(predictor.classify_constrained(prompts, label_set))
+            forwards.append(len(calls))
+    finally:
+        hook.remove()
+    reference = outcomes[0]
+    for found in outcomes[1:]:
+        assert [p.label for p in found] == [p.label for p in reference]
+        for got, ref in zip(found, reference, strict=True):
+            assert got.confidence == pytest.approx(ref.confidence, abs=1e-4)
+    with torch.no_grad():
+        prefix = model(input_ids=torch.tensor([prompts[0][:4]]), use_cache=True)
+        probe = CachedBatch.prefill(model, prompts[:2], 4, prefix.past_key_values, 0)
+    if CachedBatch.can_concatenate(probe):
+        assert forwards[2] < forwards[1] and forwards[3] < forwards[2]
+    else:  # sliding-window caches decode batch by batch
+        assert forwards[2] == forwards[1]
+
+
+def test_concatenated_batches_continue_like_each_batch(tiny):
+    """`CachedBatch.concatenate` of two batches with different prompt widths: the next-token
+    logits after feeding a token equal each batch's own."""
+    from tuneforge.eval.decoding import CachedBatch
+
+    model, tokenizer = tiny
+    prompts = Predictor(model, tokenizer).encode(conversations())
+    short, long = sorted(prompts, key=len)[:2], sorted(prompts, key=len)[-2:]
+    with torch.no_grad():
+        parts = [CachedBatch.prefill(model, seqs, 0, None, 0) for seqs in (short, long)]
+        if not CachedBatch.can_concatenate(parts[0]):
+            pytest.skip("sliding-window cache: batches are not concatenated")
+        assert parts[0].mask.shape[1] != parts[1].mask.shape[1]
+        token = torch.tensor([5, 7])
+        alone = [
+            CachedBatch.prefill(model, seqs, 0, None, 0).advance(token) for seqs in (short, long)
+        ]
+        merged = CachedBatch.concatenate(parts).advance(torch.cat([token, token]))
+    torch.testing.assert_close(merged, torch.cat(alone), atol=1e-4, rtol=0)
+
+
+def full_softmax_predictions(predictor, prompts, label_set):
+    scores = torch.tensor(predictor.score_labels(prompts, label_set))
+    return scores.argmax(dim=1).tolist(), torch.softmax(scores, dim=1).max(dim=1).values.tolist()
+
+
+@pytest.mark.parametrize(("batch_size", "exact_rows"), [(1, 96), (4, 96), (5, 2)])
+def test_exact_classification_scores_only_labels_that_can_win(tiny, batch_size, exact_rows):
+    """Branch and bound gives the argmax of every label's exact score (and row slicing of the
+    packed continuations changes nothing); its confidence is at most the full softmax's."""
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, TRIE_LABELS, conversations()[0])
+    predictor = Predictor(model, tokenizer, batch_size=batch_size, exact_rows=exact_rows)
+    prompts = predictor.encode(conversations() * 2)
+    labels, confidences = full_softmax_predictions(predictor, prompts, label_set)
+    found = predictor.classify_exact(prompts, label_set)
+    assert [p.label for p in found] == labels
+    for got, full in zip(found, confidences, strict=True):
+        assert 0.0 < got.confidence <= full + 1e-6
+
+
+def test_exact_classification_prunes_unlikely_first_tokens(tiny, monkeypatch):
+    """One label's tokens made far likelier than any other: the labels under other first
+    tokens are never scored, and the answer and its confidence match full scoring."""
+    from tuneforge.eval import decoding
+
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, TRIE_LABELS, conversations()[0])
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    prompts = predictor.encode(conversations())
+    bias = torch.zeros(model.get_output_embeddings().weight.shape[0])
+    target = label_set.sequences[6]  # "top up limits"
+    bias[target] = 80.0  # every token of it, so its continuation is likely too
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, i, out: out + bias)
+    scored = []
+    build = decoding.PackedContinuations.build.__func__
+
+    def spy(cls, sequences, subsets=None):
+        scored.extend(n for subset in (subsets or [range(len(sequences))]) for n in subset)
+        return build(cls, sequences, subsets)
+
+    try:
+        labels, confidences = full_softmax_predictions(predictor, prompts, label_set)
+        scored.clear()
+        monkeypatch.setattr(decoding.PackedContinuations, "build", classmethod(spy))
+        found = predictor.classify_exact(prompts, label_set)
+    finally:
+        handle.remove()
+    assert [p.label for p in found] == labels
+    if sliding_window(model) is None:  # (sliding-window models score every label)
+        assert {label_set.labels[n] for n in scored} == {"top up failed", "top up limits"}
+    for got, full in zip(found, confidences, strict=True):
+        assert got.confidence == pytest.approx(full, abs=1e-4)
+
+
+def test_exact_classification_without_cache_views_scores_every_label(tiny, monkeypatch):
+    from tuneforge.eval.decoding import CachedBatch
+
+    model, tokenizer = tiny
+    label_set = LabelSet.build(tokenizer, TRIE_LABELS, conversations()[0])
+    predictor = Predictor(model, tokenizer, batch_size=4)
+    prompts = predictor.encode(conversations())
+    labels, confidences = full_softmax_predictions(predictor, prompts, label_set)
+    monkeypatch.setattr(CachedBatch, "can_concatenate", staticmethod(lambda batch: False))
+    found = predictor.classify_exact(prompts, label_set)
+    assert [p.label for p in found] == labels
+    assert [p.confidence for p in found] == pytest.approx(confidences, abs=1e-4)

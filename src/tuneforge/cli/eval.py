@@ -110,8 +110,9 @@ def eval_command(
     scoring: str = typer.Option(
         "auto",
         "--scoring",
-        help="Classification: exact (score every label), constrained (label-trie decoding), "
-        "or auto (exact up to 20 labels).",
+        help="Classification: exact (the label with the highest log-probability; slower, "
+        "often more accurate), constrained (greedy label-trie decoding), or auto (exact up to "
+        "20 labels).",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps."),
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per forward pass."),
