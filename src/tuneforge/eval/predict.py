@@ -64,7 +64,7 @@ MIN_SHARED_PREFIX = 4
 EXACT_ROWS = 96
 """Exact scoring runs (examples x labels) rows at once; at most this many per forward."""
 DECODE_POOL_BATCHES = 4
-"""Constrained decoding pools the rows left after the prompt pass of up to this many batches."""
+"""On CPU, constrained decoding pools the rows left after the prompt pass of this many batches."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ class Predictor:
     """Prediction with one model + tokenizer; see the module docstring.
 
     `share_prefix=False` disables the shared-prefix KV cache (tests check it changes nothing).
+    `decode_pool`: rows whose constrained-decoding steps run together (default: 4 batches on
+    CPU, none elsewhere; 0 decodes batch by batch).
     The model must not change (e.g. its adapter switched on/off) during one method call.
     """
 
@@ -159,7 +161,10 @@ class Predictor:
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.exact_rows = exact_rows
-        self.decode_pool = DECODE_POOL_BATCHES * batch_size if decode_pool is None else decode_pool
+        if decode_pool is None:  # held caches cost accelerator memory: pool on CPU only
+            on_cpu = model_device(model).type == "cpu"
+            decode_pool = DECODE_POOL_BATCHES * batch_size if on_cpu else 0
+        self.decode_pool = decode_pool
         self.pad_id = int(tokenizer.pad_token_id)
         self.stop_ids = set(stop_token_ids(tokenizer))
 
