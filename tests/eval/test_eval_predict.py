@@ -290,7 +290,7 @@ def test_pooled_trie_decoding_matches_batch_by_batch_with_fewer_forwards(tiny):
     with torch.no_grad():
         prefix = model(input_ids=torch.tensor([prompts[0][:4]]), use_cache=True)
         probe = CachedBatch.prefill(model, prompts[:2], 4, prefix.past_key_values, 0)
-    if CachedBatch.can_concatenate(probe):
+    if CachedBatch.has_plain_cache(probe):
         assert forwards[2] < forwards[1] and forwards[3] < forwards[2]
     else:  # sliding-window caches decode batch by batch
         assert forwards[2] == forwards[1]
@@ -306,7 +306,7 @@ def test_concatenated_batches_continue_like_each_batch(tiny):
     short, long = sorted(prompts, key=len)[:2], sorted(prompts, key=len)[-2:]
     with torch.no_grad():
         parts = [CachedBatch.prefill(model, seqs, 0, None, 0) for seqs in (short, long)]
-        if not CachedBatch.can_concatenate(parts[0]):
+        if not CachedBatch.has_plain_cache(parts[0]):
             pytest.skip("sliding-window cache: batches are not concatenated")
         assert parts[0].mask.shape[1] != parts[1].mask.shape[1]
         token = torch.tensor([5, 7])
@@ -379,7 +379,7 @@ def test_exact_classification_without_cache_views_scores_every_label(tiny, monke
     predictor = Predictor(model, tokenizer, batch_size=4)
     prompts = predictor.encode(conversations())
     labels, confidences = full_softmax_predictions(predictor, prompts, label_set)
-    monkeypatch.setattr(CachedBatch, "can_concatenate", staticmethod(lambda batch: False))
+    monkeypatch.setattr(CachedBatch, "has_plain_cache", staticmethod(lambda batch: False))
     found = predictor.classify_exact(prompts, label_set)
     assert [p.label for p in found] == labels
     assert [p.confidence for p in found] == pytest.approx(confidences, abs=1e-4)

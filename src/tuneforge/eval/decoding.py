@@ -102,11 +102,11 @@ class CachedBatch:
         return cls(model, out.past_key_values, mask, next_position, out.logits[:, -1].float())
 
     @staticmethod
-    def can_concatenate(batch: Any) -> bool:
-        """Whether `concatenate` can take this batch: a cache of plain full-attention layers.
+    def has_plain_cache(batch: Any) -> bool:
+        """Whether the batch's cache is plain full-attention layers (`concatenate`, `row_view`).
 
         Sliding-window layers keep a window of another length than the mask, quantized layers
-        keep their states in another form; batches with those decode on their own.
+        keep their states in another form; batches with those decode and score on their own.
         """
         from transformers.cache_utils import DynamicLayer
 
@@ -115,7 +115,7 @@ class CachedBatch:
 
     @classmethod
     def concatenate(cls, batches: Sequence[CachedBatch]) -> CachedBatch:
-        """One batch of all rows of `batches` (each `can_concatenate`), rows in order.
+        """One batch of all rows of `batches` (each `has_plain_cache`), rows in order.
 
         Caches of different lengths are padded on the left (zero states, mask 0): position ids
         are explicit, so a row's real tokens keep their positions.
@@ -316,7 +316,7 @@ class PackedContinuations:
 
 
 def row_view(batch: CachedBatch, start: int, stop: int) -> CachedBatch:
-    """Rows start:stop of a batch whose cache `can_concatenate`, sharing its cached states.
+    """Rows start:stop of a batch whose cache `has_plain_cache`, sharing its cached states.
 
     A forward on the view concatenates onto slices of the states (new tensors), so the
     original batch is left as it was: it can be scored again.

@@ -229,7 +229,7 @@ class Predictor:
             decode = _TrieDecode(batch, [_TrieRow(i, trie) for i in indices])
             if not decode.step(results):
                 continue
-            if self.decode_pool <= len(indices) or not CachedBatch.can_concatenate(batch):
+            if self.decode_pool <= len(indices) or not CachedBatch.has_plain_cache(batch):
                 decode.run(results)
                 continue
             waiting.append(decode)
@@ -313,7 +313,7 @@ class Predictor:
             first = torch.log_softmax(batch.logits, dim=-1)[:, first_tokens].double()  # [B, N]
             totals = torch.full_like(first, -math.inf)
             leading = first.argmax(dim=1).tolist()
-            if not CachedBatch.can_concatenate(batch):  # no row views: score every label
+            if not CachedBatch.has_plain_cache(batch):  # no row views: score every label
                 packed = PackedContinuations.build(sequences)
                 totals = first + packed.score(self.model, batch).double()
             else:
