@@ -312,11 +312,11 @@ class Predictor:
         for indices, batch in self._batches(prompts, label_set.longest + 1):
             first = torch.log_softmax(batch.logits, dim=-1)[:, first_tokens].double()  # [B, N]
             totals = torch.full_like(first, -math.inf)
-            leading = first.argmax(dim=1).tolist()
             if not CachedBatch.has_plain_cache(batch):  # no row views: score every label
                 packed = PackedContinuations.build(sequences)
                 totals = first + packed.score(self.model, batch).double()
             else:
+                leading = first.argmax(dim=1).tolist()
                 leading_groups = [groups[first_tokens[n]] for n in leading]
                 self._score_subsets(batch, sequences, leading_groups, first, totals)
                 best = totals.max(dim=1).values
@@ -326,10 +326,11 @@ class Predictor:
                     self._score_subsets(batch, sequences, subsets, first, totals)
             unscored = totals[:, heads] == -math.inf  # [B, groups]
             mass = torch.cat([totals, first[:, heads].masked_fill(~unscored, -math.inf)], dim=1)
-            confidence = torch.exp(totals.max(dim=1).values - torch.logsumexp(mass, dim=1))
-            for row, original in enumerate(indices):
-                label = int(totals[row].argmax())
-                results[original] = Prediction(label, float(confidence[row]))
+            labels = totals.argmax(dim=1)
+            best = totals.gather(1, labels[:, None]).squeeze(1)
+            confidence = torch.exp(best - torch.logsumexp(mass, dim=1)).tolist()
+            for original, label, share in zip(indices, labels.tolist(), confidence, strict=True):
+                results[original] = Prediction(label, share)
         return results
 
     def _score_subsets(
