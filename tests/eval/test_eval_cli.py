@@ -115,6 +115,7 @@ def test_three_way_classification_report(runs, tmp_path):
         assert 0 <= lo <= hi <= 1
         assert 0 <= variant["invalid_rate"] <= 1
         assert variant["prompt_tokens"] > 0 and variant["seconds"] >= 0
+        assert variant["free_generation_seconds"] > 0  # timed apart from the label predictions
     # Few-shot prompts carry 3 examples more than zero-shot ones.
     assert (
         metrics["variants"]["base_fewshot"]["prompt_tokens"]
@@ -159,6 +160,7 @@ def test_generation_report_and_default_paths(runs, tmp_path):
         tuned
     )
     assert "field_f1_ci" in tuned["json"]
+    assert tuned["free_generation_seconds"] is None  # the answers are the free generations
     assert metrics["comparisons"]["base_zero"]["metric"] == "field_f1"
     assert metrics["forgetting"] is None and metrics["prompts"] is None
     # A second run refuses to overwrite; --force replaces.

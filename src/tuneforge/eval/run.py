@@ -127,12 +127,14 @@ def _evaluate(
     with merged_adapter(model), inference_precision(model, precision):
         tuned = runner.run("tuned", model, _conversations("tuned", plan, shots))
     variants["tuned"] = tuned
-    log(f"tuned: {n} examples in {tuned.seconds:.1f} s")
+    log(f"tuned: {n} examples in {_timing(tuned)}")
     prompt_outputs: dict[str, list[str]] = {}
     with inference_precision(model, precision):
+        started = time.perf_counter()
         ppl = perplexity(
             model, tokenizer, plan.rows, max_seq_len=cfg.model.max_seq_len, batch_size=batch_size
         )
+        log(f"perplexity: {n} examples in {time.perf_counter() - started:.1f} s")
         forgetting_tuned = fg.forgetting_score(runner.predictor(model)) if with_forgetting else None
         if plan.prompts:
             prompt_outputs["tuned"] = runner.answer_prompts(model, plan.prompts)
@@ -157,7 +159,7 @@ def _evaluate(
                     continue
                 variant = runner.run(f"base_{kind}", base, _conversations(kind, plan, shots))
                 variants[variant.name] = variant
-                log(f"base {kind}: {n} examples in {variant.seconds:.1f} s")
+                log(f"base {kind}: {n} examples in {_timing(variant)}")
             if with_forgetting:
                 forgetting_base = fg.forgetting_score(runner.predictor(base))
             if plan.prompts:
@@ -242,6 +244,13 @@ def _evaluate(
     }
     _write(plan, tmp, results, variants, key)
     return results
+
+
+def _timing(variant: Variant) -> str:
+    """'12.3 s', or '12.3 s (free generation 45.6 s)' when the variant also answered freely."""
+    if variant.free_seconds is None:
+        return f"{variant.seconds:.1f} s"
+    return f"{variant.seconds:.1f} s (free generation {variant.free_seconds:.1f} s)"
 
 
 def _conversations(kind: str, plan: Plan, shots: int) -> list[Messages]:

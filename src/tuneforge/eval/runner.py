@@ -35,6 +35,8 @@ class Variant:
     prompts: list[list[int]] | None = None
     """Encoded prompts (LM variants), for the output-variation check."""
     variation: float | None = None
+    free_seconds: float | None = None
+    """Time of the free generations (classification), reported apart from `seconds`."""
 
 
 def conversations_for(
@@ -128,17 +130,16 @@ class Runner:
             pred = [labels[p.label] for p in found]
             confidence: list[float | None] = [p.confidence for p in found]
             seconds = time.perf_counter() - started
-            free = (
-                [g.text for g in predictor.generate(prompts, self.max_new)]
-                if free_generation
-                else None
-            )
+            free, free_seconds = None, None
+            if free_generation:
+                free = [g.text for g in predictor.generate(prompts, self.max_new)]
+                free_seconds = time.perf_counter() - started - seconds
         else:
             outputs = predictor.generate(prompts, self.max_new)
             pred = [g.text for g in outputs]
             confidence = [g.confidence for g in outputs]
             seconds = time.perf_counter() - started
-            free = None
+            free, free_seconds = None, None
         return Variant(
             name,
             pred,
@@ -147,6 +148,7 @@ class Runner:
             prompt_tokens=float(np.mean([len(p) for p in prompts])),
             free=free,
             prompts=prompts,
+            free_seconds=free_seconds,
         )
 
     def variation(self, model: Any, variant: Variant) -> float | None:

@@ -41,6 +41,9 @@ def summarize(plan: Plan, variant: Variant) -> dict[str, Any]:
         "prompt_tokens": variant.prompt_tokens,
         "output_variation": variant.variation,
         "seconds": round(variant.seconds, 3),
+        "free_generation_seconds": (
+            None if variant.free_seconds is None else round(variant.free_seconds, 3)
+        ),
     }
     if plan.run.labels is not None:
         from tuneforge.eval.stats import macro_f1_ci
