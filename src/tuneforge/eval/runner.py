@@ -122,6 +122,8 @@ class Runner:
         """
         predictor = self.predictor(model)
         prompts = predictor.encode(conversations)
+        free: list[str] | None = None
+        free_seconds: float | None = None  # classification's free answers, timed apart
         started = time.perf_counter()
         if self.label_set is not None:
             assert self.scoring is not None
@@ -130,7 +132,6 @@ class Runner:
             pred = [labels[p.label] for p in found]
             confidence: list[float | None] = [p.confidence for p in found]
             seconds = time.perf_counter() - started
-            free, free_seconds = None, None
             if free_generation:
                 free = [g.text for g in predictor.generate(prompts, self.max_new)]
                 free_seconds = time.perf_counter() - started - seconds
@@ -139,7 +140,6 @@ class Runner:
             pred = [g.text for g in outputs]
             confidence = [g.confidence for g in outputs]
             seconds = time.perf_counter() - started
-            free, free_seconds = None, None
         return Variant(
             name,
             pred,
