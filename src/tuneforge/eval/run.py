@@ -123,13 +123,13 @@ def _evaluate(
     variants: dict[str, Variant] = {}
 
     # -- the fine-tuned model ------------------------------------------------------------------
-    # Every variant runs at the same `precision`; the adapter is folded in float32 first.
+    # Every variant runs at the same `precision`; the adapter is folded in float32 first, once
+    # for everything the tuned model computes (the base baselines below need it unfolded).
+    prompt_outputs: dict[str, list[str]] = {}
     with merged_adapter(model), inference_precision(model, precision):
         tuned = runner.run("tuned", model, _conversations("tuned", plan, shots))
-    variants["tuned"] = tuned
-    log(f"tuned: {n} examples in {_timing(tuned)}")
-    prompt_outputs: dict[str, list[str]] = {}
-    with inference_precision(model, precision):
+        variants["tuned"] = tuned
+        log(f"tuned: {n} examples in {_timing(tuned)}")
         started = time.perf_counter()
         ppl = perplexity(
             model, tokenizer, plan.rows, max_seq_len=cfg.model.max_seq_len, batch_size=batch_size
