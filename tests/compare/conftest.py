@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compare_helpers import KEYWORDS, cls_row, write_jsonl
+
+from keyword_task import LABELS, cls_row, write_jsonl
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +25,7 @@ def cls_data(tmp_path_factory) -> Path:
     write_jsonl(root / "train.jsonl", [cls_row(i) for i in range(24)])
     write_jsonl(root / "val.jsonl", [cls_row(i) for i in range(50, 58)])
     write_jsonl(root / "test.jsonl", [cls_row(i) for i in range(100, 112)])
-    (root / "labels.json").write_text(json.dumps(sorted(set(KEYWORDS.values()))))
+    (root / "labels.json").write_text(json.dumps(LABELS))
     return root
 
 

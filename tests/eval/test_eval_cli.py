@@ -9,55 +9,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from keyword_task import write_jsonl, write_split
 from tuneforge.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "isolated_cache")
-
-SYSTEM = {"role": "system", "content": "Classify the item. Answer with the label only."}
-KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish", "oak": "tree"}
-
-
-def cls_row(i: int) -> dict:
-    word = list(KEYWORDS)[i % len(KEYWORDS)]
-    text = f"What is {word}? item {i}" + " please" * (i % 3)
-    return {
-        "messages": [
-            SYSTEM,
-            {"role": "user", "content": text},
-            {"role": "assistant", "content": KEYWORDS[word]},
-        ],
-        "label": KEYWORDS[word],
-        "text": text,
-    }
-
-
-def gen_row(i: int) -> dict:
-    word = list(KEYWORDS)[i % len(KEYWORDS)]
-    return {
-        "messages": [
-            {"role": "system", "content": "Answer in JSON."},
-            {"role": "user", "content": f"Describe {word} {i}"},
-            {"role": "assistant", "content": json.dumps({"name": word, "kind": KEYWORDS[word]})},
-        ]
-    }
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def make_run(root: Path, model_dir: Path, task: str, kind: str = "lora") -> Path:
     from tuneforge.config import TrainConfig, resolve
     from tuneforge.train.run import train
 
-    data = root / f"data-{task}"
-    make = cls_row if task == "classification" else gen_row
-    write_jsonl(data / "train.jsonl", [make(i) for i in range(24)])
-    write_jsonl(data / "test.jsonl", [make(i) for i in range(100, 112)])
-    if task == "classification":
-        (data / "labels.json").write_text(json.dumps(sorted(set(KEYWORDS.values()))))
+    data = write_split(root / f"data-{task}", task, gen_system="Answer in JSON.")
     cfg = resolve(
         TrainConfig,
         None,

@@ -8,7 +8,6 @@ copy one (`copy_run`) to corrupt or extend it.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,47 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-SYSTEM = "Classify the item. Answer with the label only."
-KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish", "oak": "tree"}
-
-
-def cls_row(i: int) -> dict[str, Any]:
-    word = list(KEYWORDS)[i % len(KEYWORDS)]
-    text = f"What is {word}? item {i}" + " please" * (i % 3)
-    return {
-        "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": text},
-            {"role": "assistant", "content": KEYWORDS[word]},
-        ],
-        "label": KEYWORDS[word],
-        "text": text,
-    }
-
-
-def gen_row(i: int) -> dict[str, Any]:
-    word = list(KEYWORDS)[i % len(KEYWORDS)]
-    return {
-        "messages": [
-            {"role": "user", "content": f"Describe {word} {i}"},
-            {"role": "assistant", "content": json.dumps({"name": word, "kind": KEYWORDS[word]})},
-        ]
-    }
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def write_data(directory: Path, task: str) -> Path:
-    make = cls_row if task == "classification" else gen_row
-    write_jsonl(directory / "train.jsonl", [make(i) for i in range(24)])
-    write_jsonl(directory / "test.jsonl", [make(i) for i in range(100, 112)])
-    if task == "classification":
-        (directory / "labels.json").write_text(json.dumps(sorted(set(KEYWORDS.values()))))
-    return directory
+from keyword_task import cls_row, write_split
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +40,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir) -> Callable[..., Path]:
             return built[key]
         data = root / f"data-{task}"
         if not data.is_dir():
-            write_data(data, task)
+            write_split(data, task)
         cfg = resolve(
             TrainConfig,
             None,
@@ -155,7 +114,7 @@ def sample_ids(tiny_model_dir) -> torch.Tensor:
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = [
-        tokenizer.apply_chat_template(cls_row(i)["messages"], tokenize=False)
+        tokenizer.apply_chat_template(cls_row(i, varied_length=True)["messages"], tokenize=False)
         for i in range(100, 104)
     ]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from ui_helpers import SYSTEM, running_server
+from ui_helpers import running_server
 
+from keyword_task import SYSTEM_PROMPT as SYSTEM
 from tuneforge.ui.app import create_app
 from tuneforge.ui.playground import RemoteModels
 

@@ -7,15 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from keyword_task import LABELS, cls_row, write_jsonl
 from tuneforge.serve import server as server_module
 
 # A valid 1x1 PNG: the dashboard serves figures, it never decodes them.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 )
-LABELS = ["fish", "fruit", "tree", "vegetable"]
-SYSTEM = "Classify the item. Answer with the label only."
-KEYWORDS = {"apple": "fruit", "carrot": "vegetable", "salmon": "fish", "oak": "tree"}
 
 
 def write_json(path: Path, value: Any) -> Path:
@@ -160,26 +158,6 @@ def write_compare_dir(path: Path, runs: list[str]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # real tiny runs
 # ---------------------------------------------------------------------------------------------
-
-
-def cls_row(i: int) -> dict[str, Any]:
-    word = list(KEYWORDS)[i % len(KEYWORDS)]
-    text = f"What is {word}? item {i}"
-    return {
-        "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": text},
-            {"role": "assistant", "content": KEYWORDS[word]},
-        ],
-        "label": KEYWORDS[word],
-        "text": text,
-    }
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def prepared_data(directory: Path) -> Path:
