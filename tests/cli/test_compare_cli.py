@@ -81,6 +81,8 @@ def test_compare_cli_trains_in_a_child_process_and_names_a_winner(args, tmp_path
         (["--grid", "data.dir=a,b"], "cannot vary"),
         (["--baselines", "oracle"], "--baselines"),
         (["--budget-minutes", "-1"], "--budget-minutes must be positive"),
+        (["--scoring", "greedy"], "--scoring 'greedy'"),
+        (["--precision", "fp8"], "--precision 'fp8'"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(args, tmp_path, extra, message):

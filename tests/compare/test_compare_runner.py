@@ -11,6 +11,7 @@ from compare_helpers import LORA_CONFIG
 from tuneforge.compare.plan import plan_comparison
 from tuneforge.compare.runner import EvalOptions, run_comparison, variant_state
 from tuneforge.errors import TuneforgeError
+from tuneforge.eval.run import evaluate
 
 
 def _plan(overrides, out: Path, grid=("lora.r=2,4",), **kwargs):
@@ -167,3 +168,14 @@ def test_bad_options_fail_before_writing(overrides, tmp_path):
     with pytest.raises(TuneforgeError, match=r"data\.dir is not set"):
         plan_comparison(LORA_CONFIG, [], ["lora.r=2"], out)
     assert not out.exists()
+
+
+def test_every_evaluation_runs_at_the_chosen_scoring_and_precision(
+    overrides, tmp_path, inprocess_trainer
+):
+    opts = EvalOptions(baselines=[], batch_size=8, scoring="constrained", precision="bf16")
+    plan = plan_comparison(LORA_CONFIG, overrides, ["lora.r=2"], tmp_path / "cmp", opts)
+    run_comparison(plan, trainer=inprocess_trainer, evaluator=evaluate, log=lambda _: None)
+    metrics = json.loads((tmp_path / "cmp" / "runs" / "r2" / "eval" / "metrics.json").read_text())
+    assert metrics["scoring"] == "constrained"  # `auto` would pick exact for 4 labels
+    assert metrics["precision"] == "bfloat16 matmuls (float32 model)"

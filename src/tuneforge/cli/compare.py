@@ -39,7 +39,13 @@ def compare_command(
         None, "--limit", help="Evaluate a seeded random sample of N test examples."
     ),
     device: str = typer.Option("cpu", "--device", help="Evaluation device: cpu, cuda, mps."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Evaluation examples per pass."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Evaluation examples per pass."),
+    scoring: str = typer.Option(
+        "auto", "--scoring", help="Classification: exact, constrained or auto (see tuneforge eval)."
+    ),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Evaluation: auto or bf16 (see tuneforge eval)."
+    ),
     price_per_hour: float = typer.Option(
         None, "--price-per-hour", help="Dollars per hour of this machine, for the cost column."
     ),
@@ -62,6 +68,8 @@ def compare_command(
         limit=limit,
         device=device,
         batch_size=batch_size,
+        scoring=scoring,
+        precision=precision,
     )
     comp = plan_comparison(
         config,

@@ -33,6 +33,8 @@ def plan_comparison(
 ) -> Comparison:
     """Resolve and validate every variant, the data and the options; raise TuneforgeError on
     anything wrong. Writes nothing (with `force`, it deletes OUT only after all checks pass)."""
+    from tuneforge.eval.predict import resolve_scoring
+    from tuneforge.models.precision import check_precision
     from tuneforge.train.run import check_data_dir
 
     axes, variants = expand(config, overrides, grid)
@@ -49,6 +51,8 @@ def plan_comparison(
         raise TuneforgeError(f"--limit must be at least 1 (got {opts.limit})")
     if opts.batch_size < 1:
         raise TuneforgeError(f"--batch-size must be at least 1 (got {opts.batch_size})")
+    resolve_scoring(opts.scoring, 1)  # checks the name before anything trains
+    check_precision(opts.precision)
     if {"fewshot", "rag"} & set(opts.baselines) and opts.shots < 1:
         raise TuneforgeError(f"--shots must be at least 1 for fewshot/rag (got {opts.shots})")
     if budget_minutes is not None and budget_minutes <= 0:
