@@ -240,15 +240,20 @@ def attach_method(model: Any, method: MethodConfig, *, gradient_checkpointing: b
 
     from peft import get_peft_model
 
+    from tuneforge.models.dropout import fold_lora_dropout
+
     config = _peft_config(model, method)
     try:
         with _quiet_peft_deprecations():
-            return get_peft_model(model, config)
+            peft_model = get_peft_model(model, config)
     except (ValueError, TypeError) as exc:
         # peft's own checks (e.g. a layer type a method does not support): say which method.
         raise TuneforgeError(
             f"method.kind={method.kind}: peft cannot apply it to this model: {exc}"
         ) from None
+    # Same adapters and dropout distribution, a fraction of the saved activations (dropout.py).
+    fold_lora_dropout(peft_model)
+    return peft_model
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
