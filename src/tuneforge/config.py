@@ -159,6 +159,13 @@ class TrainLoopConfig(Section):
     """Linux/glibc: allocate blocks of 128 KiB+ with mmap so freed activations leave the
     process. SmolLM2 LoRA on CPU: peak RSS 0.76x, but examples/s 0.64x (page faults), so
     off unless memory is what limits the run (docs/benchmarks.md)."""
+    precision: Literal["auto", "bf16"] = "auto"
+    """auto: as the model is loaded (float32 on CPU; bfloat16 with autocast on CUDA). bf16: the
+    frozen linear weights are stored in bfloat16 and the step runs under bfloat16 autocast, the
+    trained parameters, embeddings and norms staying float32. On a CPU with native bfloat16
+    products SmolLM2 LoRA steps ran 1.5-1.6x faster, but peak memory was higher than float32's
+    (docs/benchmarks.md), so it is not the default. Adapter methods only (full fine-tuning has
+    no frozen weights; qlora's are 4-bit already)."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
@@ -192,6 +199,16 @@ class TrainConfig(Section):
     method: MethodConfig = MethodConfig()
     train: TrainLoopConfig = TrainLoopConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _precision_fits_method(self) -> TrainConfig:
+        if self.train.precision == "bf16" and self.method.kind in ("full", "qlora"):
+            reason = "trains every weight" if self.method.kind == "full" else "has a 4-bit base"
+            raise ValueError(
+                f"train.precision=bf16 stores the frozen weights in bfloat16, but "
+                f"method.kind={self.method.kind} {reason}; use train.precision=auto"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -83,6 +83,47 @@ def inference_precision(model: Any, precision: str) -> Iterator[Any]:
             module.weight = weight
 
 
+def freeze_linear_weights_in_bf16(model: Any) -> int:
+    """Training at `train.precision=bf16`: every frozen float32 linear weight becomes bfloat16
+    for good (its float32 copy is freed); returns how many were converted.
+
+    Trainable parameters (adapters, saved modules), embeddings and norms stay float32, so under
+    bfloat16 autocast the matrix products run in bfloat16 while the residual stream, the
+    optimizer and the saved adapter stay float32 -- the CPU analogue of a bfloat16 base with
+    float32 adapters on CUDA. Without it autocast re-casts every frozen weight on every call
+    and keeps the casts for backward (more memory, little speed: docs/benchmarks.md).
+    """
+    # A head tied to the embedding stays tied (and float32): autocast casts it per call, and
+    # the model keeps one copy of its largest matrix.
+    embeddings = {
+        id(param)
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding)
+        for param in module.parameters(recurse=False)
+    }
+    converted = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (
+            isinstance(module, torch.nn.Linear)
+            and _is_float32(weight)
+            and not weight.requires_grad
+            and id(weight) not in embeddings
+        ):
+            module.weight = torch.nn.Parameter(
+                weight.detach().to(torch.bfloat16), requires_grad=False
+            )
+            converted += 1
+    if converted:
+        # from_pretrained may leave float32 weights as views of the memory-mapped checkpoint; the
+        # pages the conversion read stay resident while any tensor still maps the file. Moving
+        # the float32 parameters that remain (embeddings, norms) into ordinary memory releases it.
+        for param in model.parameters():
+            if param.dtype == torch.float32 and not param.requires_grad:
+                param.data = param.data.clone()
+    return converted
+
+
 def _casts_to_bf16(model: Any, precision: str) -> bool:
     """bf16 asked for a float32 model (a 16-bit model already runs as it is loaded)."""
     return precision == "bf16" and _parameter_dtype(model) in (None, torch.float32)

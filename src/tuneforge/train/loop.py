@@ -123,6 +123,14 @@ def plan_batching(
     return Batching(pad_id, shared_prefix_length(split) if share else 0, packed)
 
 
+def step_autocast(accelerator: Any, cfg: TrainConfig) -> Any:
+    """The forward's precision context: accelerate's (bf16 on CUDA), or bfloat16 autocast for
+    train.precision=bf16 on CPU, whose frozen weights are bfloat16 already."""
+    if cfg.train.precision == "bf16" and accelerator.device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return accelerator.autocast()
+
+
 @torch.no_grad()
 def validation_loss(
     model: Any, split: TokenizedSplit, cfg: TrainConfig, pad_id: int, accelerator: Any
@@ -141,7 +149,7 @@ def validation_loss(
             indices, split.lengths, cfg.train.max_batch_tokens, batching.tokens
         ):
             batch = {k: v.to(accelerator.device) for k, v in batching.collate(split, piece).items()}
-            with accelerator.autocast():
+            with step_autocast(accelerator, cfg):
                 loss_sum, count = answer_loss(model, batch, offset, batching.cache_prefix_len)
             totals += torch.stack([loss_sum.float(), count.float()])
     totals = accelerator.reduce(totals, reduction="sum")
@@ -240,7 +248,7 @@ def train_loop(
                 sync = micro == len(passes) - 1
                 with (
                     accelerator.no_sync(model) if not sync else _nullcontext(),
-                    accelerator.autocast(),
+                    step_autocast(accelerator, cfg),
                 ):
                     loss_sum, _ = model(batch, offset, batching.cache_prefix_len)
                     loss = loss_sum * (world / window_tokens if counts else 0.0)

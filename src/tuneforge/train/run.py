@@ -93,7 +93,10 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and cfg.model.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    # On CPU, train.precision=bf16 is the loop's own autocast (loop.step_autocast): accelerate's
+    # mixed-precision setting is process-global and could not change between runs.
+    wants_bf16 = cfg.model.dtype in ("auto", "bfloat16") or cfg.train.precision == "bf16"
+    bf16 = cuda and wants_bf16 and torch.cuda.is_bf16_supported()
     return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
 
 
@@ -193,6 +196,7 @@ def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     """(model with the method attached, tokenizer, model info) as `train` builds them."""
     from tuneforge.models.adapters import attach_method
     from tuneforge.models.load import load_model
+    from tuneforge.models.precision import freeze_linear_weights_in_bf16
 
     model, tokenizer, info = load_model(
         cfg.model,
@@ -203,6 +207,8 @@ def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     model = attach_method(
         model, cfg.method, gradient_checkpointing=cfg.model.gradient_checkpointing
     )
+    if cfg.train.precision == "bf16":
+        freeze_linear_weights_in_bf16(model)
     return model, tokenizer, info
 
 
@@ -254,6 +260,14 @@ def train(
         model, tokenizer, info = load_for_training(cfg, str(accelerator.device))
     if accelerator.process_index > 0:
         set_seed(cfg.train.seed + accelerator.process_index)  # its own dropout draws
+    if cfg.train.precision == "bf16" and accelerator.device.type == "cpu":
+        from tuneforge.models.precision import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            log(
+                "note: train.precision=bf16 on a CPU without native bfloat16 products "
+                "(AVX512-BF16/AMX) is likely slower than train.precision=auto"
+            )
     trainable, total = count_parameters(model)
     log(
         f"model {cfg.model.name} ({info.source_kind}), method {cfg.method.kind}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f} %)"
