@@ -163,8 +163,8 @@ class TrainLoopConfig(Section):
     """auto: as the model is loaded (float32 on CPU; bfloat16 with autocast on CUDA). bf16: the
     frozen linear weights are stored in bfloat16 and the step runs under bfloat16 autocast, the
     trained parameters, embeddings and norms staying float32. On a CPU with native bfloat16
-    products SmolLM2 LoRA steps ran 1.5-1.6x faster, but peak memory was higher than float32's
-    (docs/benchmarks.md), so it is not the default. Adapter methods only (full fine-tuning has
+    products SmolLM2 LoRA steps ran 1.5-1.6x faster in one process, but a whole benchmark run
+    was no faster and peaked higher than float32 (docs/benchmarks.md): not the default. Adapter methods only (full fine-tuning has
     no frozen weights; qlora's are 4-bit already)."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
