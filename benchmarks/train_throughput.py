@@ -5,8 +5,9 @@
 Both variants train the same model on the same Banking77 sample (`--per-class` rows per label,
 seeded, from ../shared/data/banking77/train.csv), rendered into chat rows by `tuneforge prepare`
 and tokenized with the model's chat template, with the same hyperparameters: LoRA r16 / alpha 32
-/ dropout 0.05 on q,k,v,o_proj, AdamW lr 2e-4, batch 8, no accumulation, linear schedule without
-warmup, grad clip 1.0, seed 0, fp32 on CPU, no evaluation or checkpoints during training.
+/ dropout 0.05 (`--dropout`) on q,k,v,o_proj, AdamW lr 2e-4, batch 8, no accumulation, linear
+schedule without warmup, grad clip 1.0, seed 0, fp32 on CPU, no evaluation or checkpoints during
+training.
 
 A: `transformers.Trainer` with the common recipe: prompt tokens (the chat template rendered with
    add_generation_prompt=True) masked to -100, `DataCollatorForSeq2Seq` padding, random batches.
@@ -60,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--r", type=int, default=16)
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=0.05,
+        help="LoRA dropout for both (0 removes the only randomness the two draw differently)",
+    )
     parser.add_argument("--scheduler", choices=["linear", "cosine"], default="linear")
     parser.add_argument("--max-steps", type=int, default=None, help="cap both runs (smoke test)")
     parser.add_argument("--variants", default="A,B", help="which to run (A,B); ratios need both")
@@ -192,7 +199,7 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         task_type="CAUSAL_LM",
         r=args.r,
         lora_alpha=2 * args.r,
-        lora_dropout=0.05,
+        lora_dropout=args.dropout,
         target_modules=TARGET_MODULES,
         bias="none",
     )
@@ -296,7 +303,7 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "kind": "lora",
                 "r": args.r,
                 "alpha": 2 * args.r,
-                "dropout": 0.05,
+                "dropout": args.dropout,
                 "target_modules": TARGET_MODULES,
             },
             "train": {
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         "hyper": {
             "lora_r": args.r,
             "lora_alpha": 2 * args.r,
-            "lora_dropout": 0.05,
+            "lora_dropout": args.dropout,
             "target_modules": TARGET_MODULES,
             "lr": args.lr,
             "batch_size": args.batch_size,

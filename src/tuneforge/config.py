@@ -105,6 +105,11 @@ class DataConfig(Section):
     alone, no padding computed): on SmolLM2 LoRA 1.42x the examples/s of padded rows at 0.71x
     the peak RSS (docs/benchmarks.md). Not used for prompt/prefix tuning, nor for examples
     longer than a sliding attention window; false: padded rows."""
+    pad_to_multiple_of: int | None = Field(None, gt=0)
+    """Round every micro-batch's length up to a multiple of this (masked pad tokens), so
+    batches come in a few shapes instead of a new one each step. Costs the padding's compute;
+    pays where kernels are built per shape (oneDNN's bfloat16 products: train.precision=bf16 on
+    CPU) -- see docs/benchmarks.md."""
 
 
 class MethodConfig(Section):
@@ -163,9 +168,10 @@ class TrainLoopConfig(Section):
     """auto: as the model is loaded (float32 on CPU; bfloat16 with autocast on CUDA). bf16: the
     frozen linear weights are stored in bfloat16 and the step runs under bfloat16 autocast, the
     trained parameters, embeddings and norms staying float32. On a CPU with native bfloat16
-    products SmolLM2 LoRA steps ran 1.5-1.6x faster in one process, but a whole benchmark run
-    was no faster and peaked higher than float32 (docs/benchmarks.md): not the default. Adapter methods only (full fine-tuning has
-    no frozen weights; qlora's are 4-bit already)."""
+    products (SmolLM2 LoRA, docs/benchmarks.md) steps ran 1.5-1.6x faster in one process, whole
+    runs 0.9-1.4x; with data.pad_to_multiple_of=64 (oneDNN builds kernels per shape) it peaked
+    at 0.8x float32's memory instead of 1.3x. Not the default: the gain is within this host's
+    drift. Adapter methods only (full fine-tuning has no frozen weights; qlora's are 4-bit)."""
     grad_norm_limit: float = Field(1e4, gt=0)
     """A gradient norm above this (or a NaN/inf loss) stops the run at the last good checkpoint."""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"

@@ -104,7 +104,7 @@ def largest_planned_pass(
 
     t = cfg.train
     lengths = split.lengths
-    batching = Batching(pad_id=0, prefix_len=prefix, packed=packed)
+    batching = Batching(0, prefix, packed, cfg.data.pad_to_multiple_of or 1)
     largest, epoch, left = 0, 0, micro_batches
     while left > 0:
         batches = epoch_batches(

@@ -176,6 +176,11 @@ def padded_tokens(lengths: Sequence[int]) -> int:
     return max(lengths) * len(lengths)
 
 
+def round_up(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple` (1: unchanged)."""
+    return -(-length // multiple) * multiple
+
+
 def token_budget_chunks(
     indices: list[int],
     lengths: list[int],
@@ -202,9 +207,12 @@ def token_budget_chunks(
     return chunks
 
 
-def collate(split: TokenizedSplit, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest example: input_ids, attention_mask, labels [B, T]."""
-    width = max(len(split.input_ids[i]) for i in indices)
+def collate(
+    split: TokenizedSplit, indices: list[int], pad_id: int, multiple: int = 1
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest example (rounded up to `multiple`): input_ids,
+    attention_mask, labels [B, T]."""
+    width = round_up(max(len(split.input_ids[i]) for i in indices), multiple)
     input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
     labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros((len(indices), width), dtype=torch.long)
@@ -221,7 +229,11 @@ def steps_per_epoch(num_batches: int, grad_accum: int) -> int:
 
 
 def collate_packed(
-    split: TokenizedSplit, indices: list[int], prefix_len: int = 0
+    split: TokenizedSplit,
+    indices: list[int],
+    prefix_len: int = 0,
+    multiple: int = 1,
+    pad_id: int = 0,
 ) -> dict[str, torch.Tensor]:
     """All examples in one row, without padding: [shared prefix][example 1][example 2]...
 
@@ -231,6 +243,8 @@ def collate_packed(
     earlier tokens of its own example, at the positions it has alone, so every example is
     computed exactly as in a padded batch (same loss and gradients) with no pad token computed.
     Each example's first own token gets no label: in a padded row nothing predicts it either.
+    `multiple` > 1 ends the row with pad tokens up to a multiple of it (no labels, seen by no
+    example; they see the prefix and each other, so no attention row is empty).
     """
     ids: list[int] = list(split.input_ids[indices[0]][:prefix_len])
     labels: list[int] = [IGNORE_INDEX] * prefix_len
@@ -242,6 +256,11 @@ def collate_packed(
         labels += [IGNORE_INDEX, *split.labels[index][prefix_len + 1 :]]
         positions += range(prefix_len, prefix_len + len(own))
         segments += [number] * len(own)
+    padding = round_up(len(ids), multiple) - len(ids)
+    ids += [pad_id] * padding
+    labels += [IGNORE_INDEX] * padding
+    positions += range(padding)
+    segments += [len(indices)] * padding
     segment = torch.tensor(segments)
     causal = torch.ones(len(ids), len(ids), dtype=torch.bool).tril()
     same = (segment[:, None] == segment[None, :]) | (segment[None, :] == -1)
@@ -266,6 +285,7 @@ class Batching:
     pad_id: int
     prefix_len: int = 0
     packed: bool = False
+    multiple: int = 1  # data.pad_to_multiple_of: batch lengths rounded up to a multiple of it
 
     @property
     def cache_prefix_len(self) -> int:
@@ -275,17 +295,18 @@ class Batching:
     def tokens(self, lengths: Sequence[int]) -> int:
         """What a piece of examples of these lengths counts against `train.max_batch_tokens`."""
         if not self.packed:
-            return padded_tokens(lengths)
-        return self.prefix_len + sum(n - self.prefix_len for n in lengths)
+            return round_up(max(lengths), self.multiple) * len(lengths)
+        return round_up(self.prefix_len + sum(n - self.prefix_len for n in lengths), self.multiple)
 
     def computed_tokens(self, lengths: Sequence[int]) -> int:
         """Tokens its forward pass computes (what activation memory scales with): the shared
         prefix once, then each row's own tokens, padded to the longest unless packed."""
         if self.packed:
             return self.tokens(lengths)
-        return self.prefix_len + len(lengths) * (max(lengths) - self.prefix_len)
+        width = round_up(max(lengths), self.multiple)
+        return self.prefix_len + len(lengths) * (width - self.prefix_len)
 
     def collate(self, split: TokenizedSplit, indices: list[int]) -> dict[str, torch.Tensor]:
         if self.packed:
-            return collate_packed(split, indices, self.prefix_len)
-        return collate(split, indices, self.pad_id)
+            return collate_packed(split, indices, self.prefix_len, self.multiple, self.pad_id)
+        return collate(split, indices, self.pad_id, self.multiple)

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,12 @@ def plan_batching(
         and not prompt_learning
         and (packed or not cfg.model.gradient_checkpointing)
     )
-    return Batching(pad_id, shared_prefix_length(split) if share else 0, packed)
+    return Batching(
+        pad_id,
+        shared_prefix_length(split) if share else 0,
+        packed,
+        cfg.data.pad_to_multiple_of or 1,
+    )
 
 
 def step_autocast(accelerator: Any, cfg: TrainConfig) -> Any:
@@ -150,7 +156,9 @@ def validation_loss(
         ):
             batch = {k: v.to(accelerator.device) for k, v in batching.collate(split, piece).items()}
             with step_autocast(accelerator, cfg):
-                loss_sum, count = answer_loss(model, batch, offset, batching.cache_prefix_len)
+                loss_sum, count = answer_loss(
+                    model, batch, offset, batching.cache_prefix_len, batching.multiple
+                )
             totals += torch.stack([loss_sum.float(), count.float()])
     totals = accelerator.reduce(totals, reduction="sum")
     model.train()
@@ -196,7 +204,8 @@ def train_loop(
         num_training_steps=steps,
     )
     unwrapped = model  # what is saved, validated and restored; `model` becomes what is trained
-    model, optimizer = accelerator.prepare(dist.LossModule(unwrapped, answer_loss), optimizer)
+    loss_fn = partial(answer_loss, pad_to_multiple_of=batching.multiple)
+    model, optimizer = accelerator.prepare(dist.LossModule(unwrapped, loss_fn), optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     # -- resume -------------------------------------------------------------------------------

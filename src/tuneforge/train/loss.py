@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from tuneforge.data.format import IGNORE_INDEX
 from tuneforge.models.architecture import is_prompt_learning
+from tuneforge.train.data import round_up
 
 
 def virtual_token_offset(model: Any) -> int:
@@ -46,7 +47,11 @@ def _body_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
 
 
 def answer_loss(
-    model: Any, batch: dict[str, torch.Tensor], offset: int = 0, prefix_len: int = 0
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    offset: int = 0,
+    prefix_len: int = 0,
+    pad_to_multiple_of: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of token losses, number of label tokens) for a right-padded or a packed batch.
 
@@ -62,6 +67,9 @@ def answer_loss(
 
     A packed batch (`collate_packed`: attention_mask [1, 1, T, T] and position_ids) holds its
     examples in one row with the block mask that keeps them apart; prefix_len must be 0.
+
+    pad_to_multiple_of > 1: the trimmed width is rounded up to a multiple of it (within the
+    batch, which `Batching` pads to one), so batches come in a few shapes, not one per step.
     """
     input_ids, labels = batch["input_ids"], batch["labels"]
     packed = batch["attention_mask"].dim() == 4
@@ -76,11 +84,13 @@ def answer_loss(
         past.batch_repeat_interleave(batch_size)
         input_ids, labels = input_ids[:, prefix_len:], labels[:, prefix_len:]
         positions = torch.arange(prefix_len, width, device=input_ids.device).expand(batch_size, -1)
-    targets = labels[:, 1:]  # [B, T-1]
-    is_label = targets != IGNORE_INDEX  # [B, T-1]
+    # [B, T]: the token each position predicts; the last position predicts nothing
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    is_label = targets != IGNORE_INDEX  # [B, T]
     # Tokens after a row's last label-predicting position change nothing: trim the batch to the
     # widest such position (the final newline after the end-of-turn token, for instance).
     width = int(is_label.any(dim=0).nonzero().max()) + 1 if bool(is_label.any()) else 1
+    width = min(round_up(width, pad_to_multiple_of), input_ids.shape[1])
     if packed:
         allowed = batch["attention_mask"][..., :width, :width]
         dtype = next(model.parameters()).dtype
