@@ -279,7 +279,8 @@ class Batching:
 
     packed=False: right-padded rows (`collate`); `answer_loss` runs the shared prefix once
     through a KV cache (`cache_prefix_len`). packed=True: one row (`collate_packed`), the
-    prefix already in it once; no padding is computed at all.
+    prefix already in it once; no padding is computed at all, unless `multiple` > 1 rounds
+    lengths up (`data.pad_to_multiple_of`).
     """
 
     pad_id: int
@@ -300,7 +301,8 @@ class Batching:
 
     def computed_tokens(self, lengths: Sequence[int]) -> int:
         """Tokens its forward pass computes (what activation memory scales with): the shared
-        prefix once, then each row's own tokens, padded to the longest unless packed."""
+        prefix once, then each row's own tokens, padded to the longest unless packed; lengths
+        rounded up to `multiple`."""
         if self.packed:
             return self.tokens(lengths)
         width = round_up(max(lengths), self.multiple)
