@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from benchmark_module import load_benchmark
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "banking77.py"
-_spec = importlib.util.spec_from_file_location("banking77_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-b77 = importlib.util.module_from_spec(_spec)
-sys.modules["banking77_bench"] = b77
-_spec.loader.exec_module(b77)
+b77 = load_benchmark("banking77")
 
 
 def _rows(counts: dict[str, int]) -> list[dict]:

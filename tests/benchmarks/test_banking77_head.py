@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "banking77_head.py"
-_spec = importlib.util.spec_from_file_location("banking77_head_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-head = importlib.util.module_from_spec(_spec)
-sys.modules["banking77_head_bench"] = head
-_spec.loader.exec_module(head)
+from benchmark_module import load_benchmark
+
+head = load_benchmark("banking77_head")
 
 
 def _padding(batches: list[list[int]], lengths: list[int]) -> int:

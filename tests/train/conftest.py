@@ -152,3 +152,28 @@ def subprocess_env(cache: Path) -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
+
+
+@pytest.fixture
+def adapted_tiny_model(tmp_path) -> Callable[..., Any]:
+    """adapted_tiny_model(arch, kind) -> (model, tokenizer): a tiny model of `arch` with the
+    method attached (dropout 0) and lora_B drawn at random, as if trained, so that adapter
+    gradients are not trivially zero."""
+    import torch
+
+    from tuneforge.config import MethodConfig, ModelConfig
+    from tuneforge.models.adapters import attach_method
+    from tuneforge.models.load import load_model
+    from tuneforge.models.tiny import build_tiny_causal_lm
+
+    def make(arch: str = "llama", kind: str = "lora") -> tuple[Any, Any]:
+        directory = build_tiny_causal_lm(tmp_path / f"tiny-{arch}", arch)
+        model, tokenizer, _ = load_model(ModelConfig(name=str(directory)))
+        model = attach_method(model, MethodConfig(kind=kind, dropout=0.0))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.1)
+        return model, tokenizer
+
+    return make

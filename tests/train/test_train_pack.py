@@ -75,13 +75,8 @@ def test_packed_token_budget_counts_real_tokens():
 @pytest.mark.parametrize("arch", ["llama", "gemma"])
 @pytest.mark.parametrize("kind", ["lora", "full"])
 @pytest.mark.parametrize("system", [True, False])
-def test_packed_gives_the_padded_loss_and_gradients(tmp_path, arch, kind, system):
-    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, arch))))
-    model = attach_method(model, MethodConfig(kind=kind, dropout=0.0))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)  # a trained adapter, so its gradients are not trivial
+def test_packed_gives_the_padded_loss_and_gradients(adapted_tiny_model, arch, kind, system):
+    model, tokenizer = adapted_tiny_model(arch, kind)
     model.train()
     split = tokenize_rows(rows(system=system), tokenizer, 512)
     prefix = shared_prefix_length(split)
@@ -154,13 +149,8 @@ def test_pad_to_multiple_pads_packed_rows_apart_from_every_example():
 
 
 @pytest.mark.parametrize("packed", [True, False])
-def test_pad_to_multiple_changes_neither_loss_nor_gradients(tmp_path, packed):
-    model, tokenizer, _ = load_model(ModelConfig(name=str(build_tiny_causal_lm(tmp_path, "llama"))))
-    model = attach_method(model, MethodConfig(kind="lora", dropout=0.0))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)
+def test_pad_to_multiple_changes_neither_loss_nor_gradients(adapted_tiny_model, packed):
+    model, tokenizer = adapted_tiny_model("llama")
     split = tokenize_rows(rows(), tokenizer, 512)
     prefix = shared_prefix_length(split)
     order = [3, 0, 5, 1, 4, 2]
