@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     step, seen, losses = 0, 0, []
     train_start = time.perf_counter()
     log = (out / "train_log.jsonl").open("w", encoding="utf-8")
-    lengths = [len(ids) for ids in tokenizer([r["text"] for r in train_rows])["input_ids"]]
+    # Tokenized once; each step pads its rows (the same tensors `encode` would build).
+    train_ids = tokenizer(
+        [r["text"] for r in train_rows], truncation=True, max_length=args.max_len
+    )["input_ids"]
+    lengths = [len(ids) for ids in train_ids]
     while step < total_steps:
         if args.group_by_length:
             epoch_batches = _length_grouped_batches(lengths, args.batch_size, rng)
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in epoch_batches:
             if step >= total_steps:
                 break
-            enc = encode([train_rows[i] for i in batch])
+            enc = tokenizer.pad({"input_ids": [train_ids[i] for i in batch]}, return_tensors="pt")
             result = model(**enc, labels=y_train[batch])
             result.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

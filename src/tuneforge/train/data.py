@@ -171,14 +171,15 @@ def shared_prefix_length(split: TokenizedSplit, minimum: int = 4) -> int:
     return length if length >= minimum else 0
 
 
-def padded_tokens(lengths: Sequence[int]) -> int:
-    """Tokens a right-padded batch of examples of these lengths computes: rows x longest."""
-    return max(lengths) * len(lengths)
-
-
 def round_up(length: int, multiple: int) -> int:
     """`length` rounded up to a multiple of `multiple` (1: unchanged)."""
     return -(-length // multiple) * multiple
+
+
+def padded_tokens(lengths: Sequence[int], multiple: int = 1) -> int:
+    """Tokens a right-padded batch of examples of these lengths computes: rows x longest
+    (rounded up to `multiple`)."""
+    return round_up(max(lengths), multiple) * len(lengths)
 
 
 def token_budget_chunks(
@@ -296,7 +297,7 @@ class Batching:
     def tokens(self, lengths: Sequence[int]) -> int:
         """What a piece of examples of these lengths counts against `train.max_batch_tokens`."""
         if not self.packed:
-            return round_up(max(lengths), self.multiple) * len(lengths)
+            return padded_tokens(lengths, self.multiple)
         return round_up(self.prefix_len + sum(n - self.prefix_len for n in lengths), self.multiple)
 
     def computed_tokens(self, lengths: Sequence[int]) -> int:
