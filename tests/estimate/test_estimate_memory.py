@@ -90,6 +90,14 @@ def test_a_packed_row_counts_real_tokens_against_the_budget():
     assert mem.tokens_per_pass(4, 3000, 2048, packed=True) == 3000  # alone, as padded
 
 
+def test_pad_to_multiple_of_rounds_the_worst_case_pass():
+    # data.pad_to_multiple_of=64: rows of 100 are computed 128 wide, the packed row 30 + 8 x 70
+    # = 590 is computed 640 wide, as the loop's collate pads them
+    assert mem.tokens_per_pass(8, 100, None, multiple=64) == 8 * 128
+    assert mem.tokens_per_pass(8, 100, None, prefix=30, multiple=64) == 30 + 8 * 98
+    assert mem.tokens_per_pass(8, 100, None, prefix=30, packed=True, multiple=64) == 640
+
+
 def test_counts_match_the_trained_model(tiny_model_dir):
     """The meta-device counts equal what `attach_method` gives on the loaded model, and LoRA's
     trainable count equals r x (in + out) summed over the adapted layers, by hand."""

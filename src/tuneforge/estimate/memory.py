@@ -135,13 +135,15 @@ def tokens_per_pass(
     max_batch_tokens: int | None,
     prefix: int = 0,
     packed: bool = False,
+    multiple: int = 1,
 ) -> int:
     """Tokens in the largest forward pass without a dataset: a batch of rows all as long as the
     longest, cut to the token budget by the loop's own `token_budget_chunks` (a row longer than
-    the budget runs alone), the shared prompt prefix (`prefix` tokens) computed once."""
+    the budget runs alone), the shared prompt prefix (`prefix` tokens) computed once, lengths
+    rounded up to `multiple` (`data.pad_to_multiple_of`) as the loop's batches are."""
     from tuneforge.train.data import Batching, token_budget_chunks
 
-    batching = Batching(pad_id=0, prefix_len=prefix, packed=packed)
+    batching = Batching(pad_id=0, prefix_len=prefix, packed=packed, multiple=multiple)
     lengths = [longest] * batch_size
     first = token_budget_chunks(list(range(batch_size)), lengths, max_batch_tokens, batching.tokens)
     return batching.computed_tokens([longest] * len(first[0]))

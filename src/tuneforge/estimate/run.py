@@ -189,6 +189,7 @@ def estimate(
             t.max_batch_tokens,
             lengths["shared_prefix"],
             lengths["packed"],
+            cfg.data.pad_to_multiple_of or 1,
         )
         per_pass_from = f"worst case: batch {t.batch_size} x longest {lengths['longest']}"
     # Framework memory of a training process on CPU: this process's RSS now, with torch,
