@@ -7,6 +7,7 @@ from tuneforge.config import MethodConfig, ModelConfig, TrainConfig
 from tuneforge.data.format import IGNORE_INDEX
 from tuneforge.models.adapters import attach_method
 from tuneforge.models.load import load_model
+from tuneforge.models.packed_attention import PACKED_ATTENTION, register_packed_attention
 from tuneforge.models.tiny import build_tiny_causal_lm
 from tuneforge.train.data import (
     Batching,
@@ -72,10 +73,32 @@ def test_packed_token_budget_counts_real_tokens():
     assert token_budget_chunks([0, 1, 2, 3], lengths, 42) == [[0, 1], [2], [3]]
 
 
+def attend_in_chunks(model, monkeypatch, chunk_tokens=8) -> list[int]:
+    """Switch `model` to chunked packed attention (chunks of `chunk_tokens`, small enough to
+    cut these short rows); returns a list that records each attention call's chunk count."""
+    from transformers import AttentionInterface
+
+    from tuneforge.models.packed_attention import packed_attention_forward
+
+    calls: list[int] = []
+
+    def spy(*args, **kwargs):
+        calls.append(len(kwargs["packed_chunks"]) if "packed_chunks" in kwargs else 0)
+        return packed_attention_forward(*args, **kwargs)
+
+    model.config._attn_implementation = register_packed_attention()
+    monkeypatch.setitem(AttentionInterface._global_mapping, PACKED_ATTENTION, spy)
+    monkeypatch.setattr("tuneforge.models.packed_attention.CHUNK_TOKENS", chunk_tokens)
+    return calls
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma"])
 @pytest.mark.parametrize("kind", ["lora", "full"])
 @pytest.mark.parametrize("system", [True, False])
-def test_packed_gives_the_padded_loss_and_gradients(adapted_tiny_model, arch, kind, system):
+@pytest.mark.parametrize("chunks", [False, True])
+def test_packed_gives_the_padded_loss_and_gradients(
+    adapted_tiny_model, monkeypatch, arch, kind, system, chunks
+):
     model, tokenizer = adapted_tiny_model(arch, kind)
     model.train()
     split = tokenize_rows(rows(system=system), tokenizer, 512)
@@ -85,6 +108,9 @@ def test_packed_gives_the_padded_loss_and_gradients(adapted_tiny_model, arch, ki
         # Packing is exact while every example fits the sliding window (`batching_for` checks
         # it): make the longest example exactly the window, the boundary case.
         model.config.sliding_window = max(split.lengths)
+        for module in model.modules():  # the layers keep their own copy (for their kwargs)
+            if getattr(module, "sliding_window", None):
+                module.sliding_window = model.config.sliding_window
     order = [3, 0, 5, 1, 4, 2]  # not length-sorted
 
     def loss_and_grads(batch, prefix_len):
@@ -95,7 +121,11 @@ def test_packed_gives_the_padded_loss_and_gradients(adapted_tiny_model, arch, ki
         return loss.item(), count.item(), grads
 
     padded = loss_and_grads(collate(split, order, tokenizer.pad_token_id), 0)
+    calls = attend_in_chunks(model, monkeypatch) if chunks else []
     packed = loss_and_grads(collate_packed(split, order, prefix), 0)
+    # every layer attended in several chunks (or none did)
+    assert len(calls) == (model.config.num_hidden_layers if chunks else 0)
+    assert all(count > 2 for count in calls)
     assert packed[1] == padded[1] > 0
     assert packed[0] == pytest.approx(padded[0], rel=1e-5)
     for name, grad in padded[2].items():
@@ -148,9 +178,13 @@ def test_pad_to_multiple_pads_packed_rows_apart_from_every_example():
     assert collate(split, [0, 1], pad_id=0, multiple=4)["input_ids"].shape == (2, 8)
 
 
-@pytest.mark.parametrize("packed", [True, False])
-def test_pad_to_multiple_changes_neither_loss_nor_gradients(adapted_tiny_model, packed):
+@pytest.mark.parametrize(("packed", "chunks"), [(True, False), (True, True), (False, False)])
+def test_pad_to_multiple_changes_neither_loss_nor_gradients(
+    adapted_tiny_model, monkeypatch, packed, chunks
+):
     model, tokenizer = adapted_tiny_model("llama")
+    if chunks:
+        attend_in_chunks(model, monkeypatch)
     split = tokenize_rows(rows(), tokenizer, 512)
     prefix = shared_prefix_length(split)
     order = [3, 0, 5, 1, 4, 2]
@@ -200,3 +234,34 @@ def test_a_run_padded_to_a_multiple_trains_and_validates_the_same(make_cfg, tmp_
     assert plan_batching(make_cfg(*common), split, 0, False, None).multiple == 1
     assert rounded_train == pytest.approx(plain_train, rel=1e-4)
     assert rounded_val == pytest.approx(plain_val, rel=1e-4)
+
+
+def test_a_run_attending_in_chunks_trains_as_one_under_the_mask(make_cfg, tmp_path, monkeypatch):
+    from tuneforge.train.run import load_for_training, train
+    from tuneforge.train.tracking import read_metrics
+
+    common = ("method.kind=lora", "method.dropout=0", "train.max_steps=4", "train.eval_every=2")
+    chunks_cfg, mask_cfg = make_cfg(*common), make_cfg(*common, "data.packed_attention=mask")
+    assert chunks_cfg.data.packed_attention == "chunks"  # the default
+    assert load_for_training(chunks_cfg, "cpu")[0].config._attn_implementation == PACKED_ATTENTION
+    assert load_for_training(mask_cfg, "cpu")[0].config._attn_implementation == "sdpa"
+    monkeypatch.setattr("tuneforge.models.packed_attention.CHUNK_TOKENS", 16)  # rows of ~100
+    train(chunks_cfg, tmp_path / "chunks", log=lambda s: None)
+    train(mask_cfg, tmp_path / "mask", log=lambda s: None)
+
+    def curve(run):
+        rows = read_metrics(run)
+        return [r[key] for r in rows for key in ("train/loss", "val/loss") if key in r]
+
+    chunks, mask = curve(tmp_path / "chunks"), curve(tmp_path / "mask")
+    assert len(chunks) == 6
+    assert chunks == pytest.approx(mask, rel=1e-5)
+
+
+def test_a_row_that_fits_one_chunk_runs_under_its_mask(adapted_tiny_model, monkeypatch):
+    model, tokenizer = adapted_tiny_model("llama")
+    split = tokenize_rows(rows(), tokenizer, 512)
+    calls = attend_in_chunks(model, monkeypatch, chunk_tokens=10_000)
+    batch = collate_packed(split, [0, 1, 2], shared_prefix_length(split))
+    answer_loss(model, batch)[0].backward()
+    assert calls == [0] * model.config.num_hidden_layers  # no plan given: one masked call each

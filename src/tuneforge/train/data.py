@@ -240,7 +240,8 @@ def collate_packed(
 
     The first `prefix_len` tokens, identical in every example (`shared_prefix_length`), appear
     once; each example contributes the rest. Returns input_ids, labels, position_ids [1, T] and
-    attention_mask [1, 1, T, T] (bool, True = may attend): a token sees the prefix and the
+    attention_mask [1, 1, T, T] (bool, True = may attend), and segment_ids [1, T] (-1 on the
+    prefix, k on example k, len(indices) on the end padding): a token sees the prefix and the
     earlier tokens of its own example, at the positions it has alone, so every example is
     computed exactly as in a padded batch (same loss and gradients) with no pad token computed.
     Each example's first own token gets no label: in a padded row nothing predicts it either.
@@ -271,6 +272,7 @@ def collate_packed(
         "labels": as_row([labels]),
         "position_ids": as_row([positions]),
         "attention_mask": (causal & same)[None, None],
+        "segment_ids": segment[None],
     }
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from tuneforge.data.format import IGNORE_INDEX
 from tuneforge.models.architecture import is_prompt_learning
+from tuneforge.models.packed_attention import PACKED_ATTENTION, ChunkPlan
 from tuneforge.train.data import round_up
 
 
@@ -46,6 +47,11 @@ def _body_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
     return body, head, softcap
 
 
+def _uses_packed_attention(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) == PACKED_ATTENTION
+
+
 def answer_loss(
     model: Any,
     batch: dict[str, torch.Tensor],
@@ -66,7 +72,9 @@ def answer_loss(
     the shared cache, so loss and gradients equal the unshared computation.
 
     A packed batch (`collate_packed`: attention_mask [1, 1, T, T] and position_ids) holds its
-    examples in one row with the block mask that keeps them apart; prefix_len must be 0.
+    examples in one row with the block mask that keeps them apart; prefix_len must be 0. A model
+    set to `PACKED_ATTENTION` attends a long row a few examples at a time under slices of that
+    mask (`models.packed_attention`): the same result without the row's T x T scores.
 
     pad_to_multiple_of > 1: the trimmed width is rounded up to a multiple of it (within the
     batch, which `Batching` pads to one), so batches come in a few shapes, not one per step.
@@ -91,7 +99,17 @@ def answer_loss(
     # widest such position (the final newline after the end-of-turn token, for instance).
     width = int(is_label.any(dim=0).nonzero().max()) + 1 if bool(is_label.any()) else 1
     width = min(round_up(width, pad_to_multiple_of), input_ids.shape[1])
-    if packed:
+    chunks = None
+    if packed and "segment_ids" in batch and _uses_packed_attention(model):
+        chunks = ChunkPlan.from_row(
+            batch["segment_ids"][0, :width],
+            batch["attention_mask"][0, 0, :width, :width],
+            multiple=pad_to_multiple_of,
+        )
+        chunks = chunks if len(chunks) > 1 else None  # a short row: the mask, as below
+    if chunks is not None:
+        attention = None  # the chunks carry the mask
+    elif packed:
         allowed = batch["attention_mask"][..., :width, :width]
         dtype = next(model.parameters()).dtype
         # Additive form: eager attention adds the mask to its scores; SDPA takes either.
@@ -107,6 +125,8 @@ def answer_loss(
         "position_ids": positions[:, :width] if positions is not None else None,
         "use_cache": past is not None,
     }
+    if chunks is not None:
+        inputs["packed_chunks"] = chunks
     if split is not None:
         body, head, softcap = split
         hidden = body(**inputs).last_hidden_state  # [B, width, H]

@@ -196,6 +196,10 @@ def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     """(model with the method attached, tokenizer, model info) as `train` builds them."""
     from tuneforge.models.adapters import attach_method
     from tuneforge.models.load import load_model
+    from tuneforge.models.packed_attention import (
+        register_packed_attention,
+        supports_packed_attention,
+    )
     from tuneforge.models.precision import freeze_linear_weights_in_bf16
 
     model, tokenizer, info = load_model(
@@ -209,6 +213,13 @@ def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     )
     if cfg.train.precision == "bf16":
         freeze_linear_weights_in_bf16(model)
+    if (
+        cfg.data.packing
+        and cfg.data.packed_attention == "chunks"
+        and supports_packed_attention(model)
+    ):
+        # Long packed rows attend in chunks; without a packed row it is plain SDPA.
+        model.config._attn_implementation = register_packed_attention()
     return model, tokenizer, info
 
 
