@@ -4,14 +4,14 @@ A packed training row holds a shared prefix followed by several examples, [prefi
 and each example may see only the prefix and its own earlier tokens. Given as one [T, T] block
 mask, SDPA scores every query against every key of the row and throws most of them away, so
 its cost grows with T^2: on SmolLM2's shapes (CPU, float32, forward + backward, one layer) 2.2 ms
-at T = 187 but 89 ms at T = 1,575 (docs/benchmarks.md).
+at T = 187 but ~90 ms at T = 1,575 (benchmarks/packed_attention.py, docs/benchmarks.md).
 
 Here the row is cut at example boundaries into chunks of about `CHUNK_TOKENS` tokens. A chunk's
 queries attend to the shared prefix and to the chunk itself -- every key any of its examples may
 see -- under the block mask's slice for them: the same scores, softmax and gradients as the
 whole row, at a cost that grows with T x CHUNK_TOKENS. A row no longer than one chunk is one
 SDPA call under its mask, exactly as without this module. (Cutting at every example instead
-needs gathers whose cost, on this CPU, outweighed the smaller attention below ~600 tokens.)
+needs gathers whose cost, on this CPU, outweighed the smaller attention below ~400 tokens.)
 
 Registered with transformers as the attention implementation `PACKED_ATTENTION`; it chunks only
 when the forward is given `packed_chunks=ChunkPlan(...)` for a single row of the plan's length,
