@@ -22,9 +22,13 @@ def packed_row(lengths, prefix_len, multiple=1):
     return collate_packed(split, list(range(len(lengths))), prefix_len, multiple, pad_id=0)
 
 
-def plan_for(batch, chunk_tokens, multiple=1):
+def plan_for(batch, chunk_tokens, multiple=1, min_row_tokens=0):
     return ChunkPlan.from_row(
-        batch["segment_ids"][0], batch["attention_mask"][0, 0], chunk_tokens, multiple
+        batch["segment_ids"][0],
+        batch["attention_mask"][0, 0],
+        chunk_tokens,
+        multiple,
+        min_row_tokens,
     )
 
 
@@ -39,6 +43,8 @@ def test_chunks_cut_at_example_boundaries_once_long_enough():
     # later chunks' keys: the 3 prefix tokens, then their own
     assert [m.shape for m in plan.masks] == [(1, 1, 14, 14), (1, 1, 11, 14), (1, 1, 3, 6)]
     assert len(plan_for(batch, chunk_tokens=1000)) == 1  # short row: one call, the whole mask
+    assert len(plan_for(batch, chunk_tokens=10, min_row_tokens=29)) == 1  # below the minimum
+    assert len(plan_for(batch, chunk_tokens=10, min_row_tokens=28)) == 3
 
 
 @pytest.mark.parametrize("multiple", [1, 8])

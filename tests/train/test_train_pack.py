@@ -89,6 +89,7 @@ def attend_in_chunks(model, monkeypatch, chunk_tokens=8) -> list[int]:
     model.config._attn_implementation = register_packed_attention()
     monkeypatch.setitem(AttentionInterface._global_mapping, PACKED_ATTENTION, spy)
     monkeypatch.setattr("tuneforge.models.packed_attention.CHUNK_TOKENS", chunk_tokens)
+    monkeypatch.setattr("tuneforge.models.packed_attention.MIN_ROW_TOKENS", 0)
     return calls
 
 
@@ -246,6 +247,7 @@ def test_a_run_attending_in_chunks_trains_as_one_under_the_mask(make_cfg, tmp_pa
     assert load_for_training(chunks_cfg, "cpu")[0].config._attn_implementation == PACKED_ATTENTION
     assert load_for_training(mask_cfg, "cpu")[0].config._attn_implementation == "sdpa"
     monkeypatch.setattr("tuneforge.models.packed_attention.CHUNK_TOKENS", 16)  # rows of ~100
+    monkeypatch.setattr("tuneforge.models.packed_attention.MIN_ROW_TOKENS", 0)
     train(chunks_cfg, tmp_path / "chunks", log=lambda s: None)
     train(mask_cfg, tmp_path / "mask", log=lambda s: None)
 

@@ -6,11 +6,12 @@ mask, SDPA scores every query against every key of the row and throws most of th
 its cost grows with T^2: on SmolLM2's shapes (CPU, float32, forward + backward, one layer) 2.2 ms
 at T = 187 but ~90 ms at T = 1,575 (benchmarks/packed_attention.py, docs/benchmarks.md).
 
-Here the row is cut at example boundaries into chunks of about `CHUNK_TOKENS` tokens. A chunk's
+Here a row of `MIN_ROW_TOKENS` or more is cut at example boundaries into chunks of about
+`CHUNK_TOKENS` tokens. A chunk's
 queries attend to the shared prefix and to the chunk itself -- every key any of its examples may
 see -- under the block mask's slice for them: the same scores, softmax and gradients as the
-whole row, at a cost that grows with T x CHUNK_TOKENS. A row no longer than one chunk is one
-SDPA call under its mask, exactly as without this module. (Cutting at every example instead
+whole row, at a cost that grows with T x CHUNK_TOKENS. A shorter row is one SDPA call under
+its mask, exactly as without this module. (Cutting at every example instead
 needs gathers whose cost, on this CPU, outweighed the smaller attention below ~400 tokens.)
 
 Registered with transformers as the attention implementation `PACKED_ATTENTION`; it chunks only
@@ -30,6 +31,9 @@ PACKED_ATTENTION = "tuneforge_packed_sdpa"
 # Below ~400 tokens a masked SDPA call costs less than quadratically (fixed costs dominate);
 # chunks of this size keep each call there while the row's cost grows linearly.
 CHUNK_TOKENS = 256
+# Whole training runs (SmolLM2 LoRA, float32): rows of ~600 tokens trained no faster in chunks
+# and peaked ~8 % higher; ~750 tokens 1.12x faster, ~1,500 tokens 1.38x (docs/benchmarks.md).
+MIN_ROW_TOKENS = 640
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,13 @@ class ChunkPlan:
         mask: torch.Tensor,
         chunk_tokens: int | None = None,
         multiple: int = 1,
+        min_row_tokens: int | None = None,
     ) -> ChunkPlan:
         """segment_ids [T]: -1 on the shared prefix (at the start), then one id per contiguous
-        example; mask [T, T]: the row's block mask (`collate_packed`); chunk_tokens: defaults
-        to `CHUNK_TOKENS`."""
+        example; mask [T, T]: the row's block mask (`collate_packed`); chunk_tokens and
+        min_row_tokens (a shorter row is one chunk): default `CHUNK_TOKENS`, `MIN_ROW_TOKENS`."""
         chunk_tokens = chunk_tokens or CHUNK_TOKENS
+        min_row_tokens = MIN_ROW_TOKENS if min_row_tokens is None else min_row_tokens
         ids = segment_ids.reshape(-1).tolist()
         length = len(ids)
         prefix_len = next((i for i, s in enumerate(ids) if s != -1), length)
@@ -70,7 +76,7 @@ class ChunkPlan:
             raise ValueError("segment_ids: the shared prefix (-1) must come first")
         example_starts = [i for i in range(prefix_len, length) if i == 0 or ids[i] != ids[i - 1]]
         cuts = [0]
-        for start in example_starts:
+        for start in example_starts if length >= min_row_tokens else []:
             if start - cuts[-1] >= chunk_tokens:
                 cuts.append(start)
         bounds = tuple(zip(cuts, [*cuts[1:], length], strict=True))
