@@ -86,11 +86,13 @@ class ChunkPlan:
             own = mask[start:end, start:end]
             if start:
                 own = torch.cat([mask[start:end, :prefix_len], own], dim=1)
-            queries, keys = own.shape
-            padded = own.new_zeros(_round_up(queries, multiple), _round_up(keys, multiple))
-            padded[:queries, :keys] = own
-            padded[queries:, 0] = True  # padded queries: one key, so no row is empty
-            masks.append(padded[None, None])
+            if multiple > 1:  # else the slice as it is: no copy of a short row's mask per step
+                queries, keys = own.shape
+                padded = own.new_zeros(_round_up(queries, multiple), _round_up(keys, multiple))
+                padded[:queries, :keys] = own
+                padded[queries:, 0] = True  # padded queries: one key, so no row is empty
+                own = padded
+            masks.append(own[None, None])
         return cls(length, prefix_len, bounds, tuple(masks), multiple)
 
     def __len__(self) -> int:
