@@ -65,3 +65,17 @@ def test_bf16_run_trains_and_saves_a_float32_adapter(make_cfg, tmp_path):
 def test_bf16_precision_is_refused_without_frozen_float_weights(make_cfg, kind):
     with pytest.raises(ConfigError, match=r"train\.precision=bf16.*method\.kind=" + kind):
         make_cfg(f"method.kind={kind}", "train.precision=bf16")
+
+
+def test_full_fine_tuning_keeps_float32_master_weights_on_cuda(make_cfg):
+    """dtype=auto is bfloat16 on CUDA; weights AdamW updates must stay float32 there."""
+    from tuneforge.train.run import training_model_config
+
+    full = make_cfg("method.kind=full")
+    assert training_model_config(full, "cuda:0").dtype == "float32"
+    assert training_model_config(full, "cpu") == full.model
+    # Frozen weights may stay bfloat16 (adapters keep their own in float32) ...
+    assert training_model_config(make_cfg("method.kind=lora"), "cuda").dtype == "auto"
+    # ... and a dtype the user chose is theirs.
+    pinned = make_cfg("method.kind=full", "model.dtype=bfloat16")
+    assert training_model_config(pinned, "cuda").dtype == "bfloat16"

@@ -192,6 +192,20 @@ def return_freed_memory_to_os() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
+def training_model_config(cfg: TrainConfig, device: str) -> Any:
+    """cfg.model, with float32 weights when every weight trains on a GPU under dtype=auto.
+
+    "auto" loads bfloat16 on CUDA: right for frozen weights (LoRA and the other adapters keep
+    their own in float32), wrong for weights AdamW updates. bfloat16 keeps 8 significant bits,
+    so an update below ~1/256 of a weight (lr 5e-5 makes nearly all of them) rounds away.
+    Full fine-tuning therefore keeps float32 master weights and computes in bfloat16 under
+    the accelerator's autocast, the usual mixed-precision recipe.
+    """
+    if cfg.method.kind == "full" and cfg.model.dtype == "auto" and str(device).startswith("cuda"):
+        return cfg.model.model_copy(update={"dtype": "float32"})
+    return cfg.model
+
+
 def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     """(model with the method attached, tokenizer, model info) as `train` builds them."""
     from tuneforge.models.adapters import attach_method
@@ -203,7 +217,7 @@ def load_for_training(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     from tuneforge.models.precision import freeze_linear_weights_in_bf16
 
     model, tokenizer, info = load_model(
-        cfg.model,
+        training_model_config(cfg, device),
         device=device,
         quantization=cfg.method.quantization,
         double_quant=cfg.method.double_quant,
