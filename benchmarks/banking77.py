@@ -246,7 +246,7 @@ def train(config: str, data: Path, run: Path, overrides: list[str], log: Path) -
 def evaluate(run: Path, data: Path, out: Path, args: argparse.Namespace, log: Path) -> float:
     cmd = [*_tuneforge(), "eval", str(run), "--data", str(data), "-o", str(out), "--force"]
     cmd += ["--baselines", args.baselines, "--scoring", args.scoring, "--shots", str(args.shots)]
-    cmd += ["--no-forgetting", "--no-variation"]
+    cmd += ["--no-forgetting", "--no-variation", "--device", args.eval_device]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     return _run(cmd, log)
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--limit", type=int, help="evaluate a seeded sample of N rows")
+    parser.add_argument("--eval-device", default="cpu", help="cpu, cuda, cuda:1 (tuneforge eval)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for tuneforge train")
     args = parser.parse_args(argv)

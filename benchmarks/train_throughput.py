@@ -21,6 +21,13 @@ logged training loss (per answer token) over the last 10 % of steps; "heldout_lo
 per answer token of each trained adapter on `--heldout` other Banking77 rows, computed by the
 same code for both (tuneforge's answer masks, full logits, right padding).
 
+`--device cuda` runs both on the GPU in bfloat16 (A: the model loaded in bfloat16 and
+`bf16=True`, the common GPU recipe; B: tuneforge's default there) and adds each variant's peak
+GPU memory (`torch.cuda.max_memory_allocated`), tokens/s and MFU: tokens/s x 4 N / peak, with N
+the base model's linear-layer weights (LM head included), 4 N = forward 2 N + the input
+gradients' 2 N through frozen weights (LoRA's own and attention's FLOPs are not counted, so it
+understates both a little), peak `--peak-tflops` (989 TFLOP/s: H100/H200 SXM dense bfloat16).
+
 Prints one JSON line. Timings on a shared machine are noisy: the load average is recorded.
 """
 
@@ -83,6 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="a tuneforge config override for B (e.g. train.max_batch_tokens=1024); repeatable",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.4, help="the GPU's dense bf16 peak, for MFU"
     )
     parser.add_argument("--workdir", default=None, help="keep data, adapters and logs here")
     parser.add_argument("--only", choices=["warm", "A", "B", "eval"], help=argparse.SUPPRESS)
@@ -148,6 +159,17 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
+def peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
+def mfu(tokens_per_s: float, linear_params: int, peak_tflops: float) -> float:
+    """Model FLOPs utilisation of LoRA training: 4 N FLOPs per token (see the docstring)."""
+    return tokens_per_s * 4 * linear_params / (peak_tflops * 1e12)
+
+
 def tail_mean(losses: list[float], fraction: float = 0.1) -> float | None:
     if not losses:
         return None
@@ -164,17 +186,23 @@ def examples_seen(n: int, steps: int, args: argparse.Namespace) -> int:
 
 def child_warm(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Convert the GGUF into its cache entry (once), so neither variant pays for it."""
+    import torch
+
     from tuneforge.config import ModelConfig
     from tuneforge.models.load import load_model
 
-    _, _, info = load_model(ModelConfig(name=args.model))
-    return {"weights_dir": info.weights_dir, "from_cache": info.from_cache}
+    model, _, info = load_model(ModelConfig(name=args.model))
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return {
+        "weights_dir": info.weights_dir,
+        "from_cache": info.from_cache,
+        "linear_params": linear,
+    }
 
 
 def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The common recipe: Trainer + PEFT, prompt masked to -100, DataCollatorForSeq2Seq."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -193,7 +221,10 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     set_seed(args.seed)
     tokenizer = load_tokenizer(args.model)  # the prepared tokenizer: pad token + chat template
     tokenizer.padding_side = "right"  # what SFT recipes train with (Gemma's default is left)
-    model = AutoModelForCausalLM.from_pretrained(warm["weights_dir"], dtype=torch.float32)
+    cuda = args.device == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(
+        warm["weights_dir"], dtype=torch.bfloat16 if cuda else torch.float32
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     lora = LoraConfig(
         task_type="CAUSAL_LM",
@@ -219,7 +250,7 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             assert ids[: len(prompt)] == list(prompt), "template is not prefix-stable"
             labels = [-100] * len(prompt) + ids[len(prompt) :]
         features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
-    dataset = Dataset.from_list(features)
+    dataset = features  # a list is a map-style dataset: the same sampler, no `datasets` needed
 
     class Collect(TrainerCallback):
         def __init__(self) -> None:
@@ -256,7 +287,8 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         save_strategy="no",
         eval_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=not cuda,
+        bf16=cuda,
         seed=args.seed,
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -277,6 +309,7 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "examples_per_s": examples / train_seconds,
         "peak_rss_gb": peak_rss_gb(),
+        "peak_gpu_gb": peak_gpu_gb(),
         "final_loss": tail_mean(collect.losses),
         "train_seconds": train_seconds,
         "call_seconds": call_seconds,
@@ -339,6 +372,7 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "examples_per_s": result.examples_per_second,
         "peak_rss_gb": peak_rss_gb(),
+        "peak_gpu_gb": peak_gpu_gb(),
         "final_loss": tail_mean(losses),
         "train_seconds": examples / result.examples_per_second,
         "call_seconds": call_seconds,
@@ -361,6 +395,7 @@ def child_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from tuneforge.models.load import load_tokenizer
 
     warm = json.loads((work / "warm.json").read_text())
+    device = args.device
     tokenizer = load_tokenizer(args.model)
     examples = [
         tokenize_example(tokenizer, m) for m in read_messages(work / "heldout" / "train.jsonl")
@@ -372,7 +407,7 @@ def child_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         model = AutoModelForCausalLM.from_pretrained(warm["weights_dir"], dtype=torch.float32)
         if adapter is not None:
             model = PeftModel.from_pretrained(model, adapter)
-        model.eval()
+        model.to(device).eval()
         total, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, len(examples), 16):
@@ -385,6 +420,7 @@ def child_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     ids[row, : len(t.input_ids)] = torch.tensor(t.input_ids)
                     labels[row, : len(t.labels)] = torch.tensor(t.labels)
                     mask[row, : len(t.input_ids)] = 1
+                ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
                 targets = labels[:, 1:]
                 total += F.cross_entropy(
@@ -405,8 +441,11 @@ CHILDREN = {"warm": child_warm, "A": child_a, "B": child_b, "eval": child_eval}
 def run_child(which: str, argv: list[str], work: Path) -> dict[str, Any]:
     out = work / f"{which}.json"
     command = [sys.executable, __file__, *argv, "--workdir", str(work), "--only", which]
+    env = dict(os.environ)
+    if "--device" not in argv or argv[argv.index("--device") + 1] != "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU on a GPU machine too
     with open(work / f"{which}.log", "w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
     if done.returncode != 0:
         tail = (work / f"{which}.log").read_text()[-3000:]
         raise SystemExit(f"variant {which} failed (exit {done.returncode}):\n{tail}")
@@ -431,6 +470,13 @@ def main(argv: list[str] | None = None) -> None:
     train_rows, heldout_rows = sample_rows(Path(args.csv), args.per_class, args.heldout, args.seed)
     n_train = prepare_split(train_rows, work / "train", args.model, tokenizer)
     n_heldout = prepare_split(heldout_rows, work / "heldout", args.model, tokenizer)
+    from tuneforge.data.format import tokenize_example
+
+    train_tokens = [
+        len(tokenize_example(tokenizer, m).input_ids)
+        for m in read_messages(work / "train" / "train.jsonl")
+    ]
+    mean_tokens = sum(train_tokens) / len(train_tokens)
     del tokenizer
 
     warm = run_child("warm", base_argv, work)
@@ -468,6 +514,8 @@ def main(argv: list[str] | None = None) -> None:
             "a_masking": args.a_masking,
             "b_overrides": args.b_set,
         },
+        "device": args.device,
+        "mean_tokens_per_example": round(mean_tokens, 1),
         "cpu_count": os.cpu_count(),
         "loadavg_1m_before_after": load,
         "heldout_loss_base": round(heldout["base"], 4),
@@ -483,6 +531,13 @@ def main(argv: list[str] | None = None) -> None:
             "load_seconds": round(r["load_seconds"], 2),
             "steps": r["steps"],
         }
+        if args.device == "cuda":
+            tokens_per_s = r["examples_per_s"] * mean_tokens
+            summary[variant].update(
+                peak_gpu_gb=round(r["peak_gpu_gb"], 3),
+                tokens_per_s=round(tokens_per_s),
+                mfu=round(mfu(tokens_per_s, warm["linear_params"], args.peak_tflops), 4),
+            )
     if {"A", "B"} <= set(variants):
         a, b = summary["A"], summary["B"]
         ratio = {
@@ -490,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
             for key in ("examples_per_s", "peak_rss_gb", "final_loss", "heldout_loss")
         }
         ratio["peak_rss"] = ratio.pop("peak_rss_gb")
+        if args.device == "cuda":
+            ratio["peak_gpu"] = round(b["peak_gpu_gb"] / a["peak_gpu_gb"], 3)
         summary["ratio"] = ratio
         summary["goals_met"] = {
             "examples_per_s>=3x": ratio["examples_per_s"] >= GOAL_SPEEDUP,
