@@ -18,6 +18,11 @@ from tuneforge.errors import TuneforgeError
 IGNORE_INDEX = -100
 
 
+def round_up(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple` (1: unchanged), e.g. a padded width."""
+    return -(-length // multiple) * multiple
+
+
 @dataclass(frozen=True)
 class Rendered:
     text: str

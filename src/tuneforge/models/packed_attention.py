@@ -27,6 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tuneforge.data.format import round_up
+
 PACKED_ATTENTION = "tuneforge_packed_sdpa"
 # Below ~400 tokens a masked SDPA call costs less than quadratically (fixed costs dominate);
 # chunks of this size keep each call there while the row's cost grows linearly.
@@ -88,7 +90,7 @@ class ChunkPlan:
                 own = torch.cat([mask[start:end, :prefix_len], own], dim=1)
             if multiple > 1:  # else the slice as it is: no copy of a short row's mask per step
                 queries, keys = own.shape
-                padded = own.new_zeros(_round_up(queries, multiple), _round_up(keys, multiple))
+                padded = own.new_zeros(round_up(queries, multiple), round_up(keys, multiple))
                 padded[:queries, :keys] = own
                 padded[queries:, 0] = True  # padded queries: one key, so no row is empty
                 own = padded
@@ -97,10 +99,6 @@ class ChunkPlan:
 
     def __len__(self) -> int:
         return len(self.bounds)
-
-
-def _round_up(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
 
 
 def _pad_tokens(states: torch.Tensor, length: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tuneforge.data.format import IGNORE_INDEX, tokenize_example
+from tuneforge.data.format import IGNORE_INDEX, round_up, tokenize_example
 from tuneforge.errors import TuneforgeError
 from tuneforge.fsutil import sha256_file
 
@@ -169,11 +169,6 @@ def shared_prefix_length(split: TokenizedSplit, minimum: int = 4) -> int:
     )
     length = min(length, first_label - 1)
     return length if length >= minimum else 0
-
-
-def round_up(length: int, multiple: int) -> int:
-    """`length` rounded up to a multiple of `multiple` (1: unchanged)."""
-    return -(-length // multiple) * multiple
 
 
 def padded_tokens(lengths: Sequence[int], multiple: int = 1) -> int:

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuneforge.data.format import IGNORE_INDEX
+from tuneforge.data.format import IGNORE_INDEX, round_up
 from tuneforge.models.architecture import is_prompt_learning
 from tuneforge.models.packed_attention import PACKED_ATTENTION, ChunkPlan
-from tuneforge.train.data import round_up
 
 
 def virtual_token_offset(model: Any) -> int:
