@@ -90,6 +90,24 @@ def make_cfg(base_overrides) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def method_cfg(make_cfg) -> Callable[..., Any]:
+    """method_cfg(kind, lr, steps): full-batch steps (one batch holds the 32-row train split,
+    so each logged loss is the whole split's: no batch noise), constant lr, no dropout."""
+
+    def make(kind: str, lr: float, steps: int):
+        return make_cfg(
+            f"method.kind={kind}",
+            f"train.lr={lr}",
+            f"train.max_steps={steps}",
+            "train.batch_size=32",
+            "train.scheduler=constant",
+            "method.dropout=0",
+        )
+
+    return make
+
+
+@pytest.fixture
 def cli() -> Callable[..., Any]:
     """cli("train", CONFIG, "k=v", "-o", RUN) -> click Result (exit_code, output, stderr)."""
     from typer.testing import CliRunner

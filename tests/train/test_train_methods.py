@@ -69,20 +69,12 @@ def _reloaded_val_loss(run_dir, cfg: TrainConfig, task_dir) -> float:
 
 
 @pytest.mark.parametrize("kind", list(METHODS))
-def test_method_trains_with_falling_loss_and_writes_run_dir(kind, make_cfg, task_dir, tmp_path):
+def test_method_trains_with_falling_loss_and_writes_run_dir(kind, method_cfg, task_dir, tmp_path):
     if kind == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
         pytest.skip("bitsandbytes is not installed")
     lr, min_drop = METHODS[kind]
-    # One batch holds the whole train split, so each logged loss is the full-split loss:
-    # no batch-to-batch noise, and a fall is learning, not a luckier batch.
-    cfg = make_cfg(
-        f"method.kind={kind}",
-        f"train.lr={lr}",
-        f"train.max_steps={STEPS}",
-        "train.batch_size=32",
-        "train.scheduler=constant",
-        "method.dropout=0",
-    )
+    # Full-batch steps: a fall is learning, not a luckier batch.
+    cfg = method_cfg(kind, lr, STEPS)
     run_dir = tmp_path / "run"
     result = train(cfg, run_dir, log=lambda s: None)
 
