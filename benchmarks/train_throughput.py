@@ -438,11 +438,11 @@ def child_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 CHILDREN = {"warm": child_warm, "A": child_a, "B": child_b, "eval": child_eval}
 
 
-def run_child(which: str, argv: list[str], work: Path) -> dict[str, Any]:
+def run_child(which: str, argv: list[str], work: Path, device: str) -> dict[str, Any]:
     out = work / f"{which}.json"
     command = [sys.executable, __file__, *argv, "--workdir", str(work), "--only", which]
     env = dict(os.environ)
-    if "--device" not in argv or argv[argv.index("--device") + 1] != "cuda":
+    if device != "cuda":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU on a GPU machine too
     with open(work / f"{which}.log", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, env=env)
@@ -479,19 +479,19 @@ def main(argv: list[str] | None = None) -> None:
     mean_tokens = sum(train_tokens) / len(train_tokens)
     del tokenizer
 
-    warm = run_child("warm", base_argv, work)
+    warm = run_child("warm", base_argv, work, args.device)
     (work / "warm.json").write_text(json.dumps(warm))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     results: dict[str, dict[str, Any]] = {}
     load: dict[str, list[float]] = {}
     for variant in variants:
         before = os.getloadavg()[0]
-        results[variant] = run_child(variant, base_argv, work)
+        results[variant] = run_child(variant, base_argv, work, args.device)
         load[variant] = [round(before, 2), round(os.getloadavg()[0], 2)]
     (work / "adapters.json").write_text(
         json.dumps({v: results[v].pop("adapter") for v in variants})
     )
-    evaluation = run_child("eval", base_argv, work)
+    evaluation = run_child("eval", base_argv, work, args.device)
     heldout = evaluation["heldout_loss"]
 
     summary: dict[str, Any] = {
