@@ -2,7 +2,8 @@
 # The GPU checks and benchmarks of one lent CUDA machine, in one command (results under $OUT).
 #   OUT=/tmp/gpu CSV=../shared/data/banking77/train.csv bash benchmarks/gpu_session.sh [tests|bench|all]
 # tests: the CUDA-only tests (tests/*/test_*_cuda.py) and the bf16 matrix-product ceiling.
-# bench: train_throughput A+B in bfloat16 (MFU), then the SmolLM2 full-data Banking77 recipes
+# bench: train_throughput A+B in bfloat16 (MFU), a profiled short A+B (op tables, kernel
+#        launches per step), then the SmolLM2 full-data Banking77 recipes
 #        (LoRA, full, QLoRA; the CPU run's overrides) side by side, evaluated on the GPU.
 # Needs tuneforge importable (PYTHONPATH=src) and, for bench, the packaged SmolLM2.
 # Session 11 (H200): tests 94 s; throughput A+B ~190 s with the GGUF conversion; the recipes
@@ -44,6 +45,11 @@ if [[ $what == bench || $what == all ]]; then
     --workdir /tmp/tt-cuda >"$OUT/throughput.json" 2>"$OUT/throughput.err"
   echo "throughput: $(cat "$OUT/throughput.json")"
   tail -3 "$OUT/throughput.err"
+  # Where each variant's step time goes (session 11's open question: B 0.76x A on an H200).
+  timeout 240 python3 benchmarks/train_throughput.py --device cuda --csv "$CSV" --max-steps 20 \
+    --profile-steps 5 --workdir /tmp/tt-profile >"$OUT/profile.json" 2>"$OUT/profile.err"
+  cp /tmp/tt-profile/A-profile.txt /tmp/tt-profile/B-profile.txt "$OUT/" 2>/dev/null
+  echo "profile: $(cat "$OUT/profile.json")"
   for method in $METHODS; do
     timeout "$RECIPE_LIMIT" python3 benchmarks/banking77.py --model smollm2-135m --method "$method" \
       --per-class full --csv "$CSV" --out "/tmp/b77-gpu/$method" --eval-split test \

@@ -28,6 +28,12 @@ the base model's linear-layer weights (LM head included), 4 N = forward 2 N + th
 gradients' 2 N through frozen weights (LoRA's own and attention's FLOPs are not counted, so it
 understates both a little), peak `--peak-tflops` (989 TFLOP/s: H100/H200 SXM dense bfloat16).
 
+`--profile-steps N` records a torch profiler trace of steps `--profile-from` .. +N-1 in each
+variant: the op table (by self CUDA time on a GPU, else self CPU time) goes to
+WORKDIR/{A,B}-profile.txt and the summary gains ms per profiled step, kernel launches per step
+(GPU) and ATen calls per step. Profiling slows the steps it covers: take examples/s from a run
+without it.
+
 Prints one JSON line. Timings on a shared machine are noisy: the load average is recorded.
 """
 
@@ -95,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peak-tflops", type=float, default=989.4, help="the GPU's dense bf16 peak, for MFU"
     )
+    parser.add_argument("--profile-steps", type=int, default=0, help="profile N steps (0: off)")
+    parser.add_argument("--profile-from", type=int, default=10, help="first profiled step (>= 2)")
     parser.add_argument("--workdir", default=None, help="keep data, adapters and logs here")
     parser.add_argument("--only", choices=["warm", "A", "B", "eval"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -168,6 +176,52 @@ def peak_gpu_gb() -> float | None:
 def mfu(tokens_per_s: float, linear_params: int, peak_tflops: float) -> float:
     """Model FLOPs utilisation of LoRA training: 4 N FLOPs per token (see the docstring)."""
     return tokens_per_s * 4 * linear_params / (peak_tflops * 1e12)
+
+
+class StepProfiler:
+    """torch.profiler over steps [first, first + count) of a run, driven by step-end callbacks.
+
+    `after_step(n)` is called when step n (1-based) has finished: the profiler starts after
+    step first - 1 and stops after step first + count - 1, writing its op table to `table`.
+    """
+
+    def __init__(self, first: int, count: int, table: Path) -> None:
+        if count > 0 and first < 2:
+            raise SystemExit("--profile-from must be at least 2 (the profiler starts after a step)")
+        self.first, self.count, self.table = first, count, table
+        self.profiler: Any = None
+        self.started = 0.0
+        self.summary: dict[str, Any] | None = None
+
+    def after_step(self, step: int) -> None:
+        import torch
+
+        if self.count <= 0:
+            return
+        cuda = torch.cuda.is_available()
+        if step == self.first - 1:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if cuda:
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.start()
+            self.started = time.perf_counter()
+        elif step == self.first + self.count - 1 and self.profiler is not None:
+            if cuda:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - self.started
+            self.profiler.stop()
+            averages = self.profiler.key_averages()
+            sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+            self.table.write_text(averages.table(sort_by=sort, row_limit=40))
+            launches = sum(e.count for e in averages if "LaunchKernel" in e.key)
+            self.summary = {
+                "steps": self.count,
+                "ms_per_step": round(1e3 * seconds / self.count, 2),
+                "kernel_launches_per_step": launches / self.count if cuda else None,
+                "aten_calls_per_step": sum(e.count for e in averages if e.key.startswith("aten::"))
+                / self.count,
+            }
 
 
 def tail_mean(losses: list[float], fraction: float = 0.1) -> float | None:
@@ -260,8 +314,9 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         def on_train_begin(self, *_: Any, **__: Any) -> None:
             self.began = time.perf_counter()
 
-        def on_step_end(self, *_: Any, **__: Any) -> None:
+        def on_step_end(self, _args: Any, state: Any, *_: Any, **__: Any) -> None:
             self.last_step = time.perf_counter()
+            profiler.after_step(state.global_step)
 
         def on_log(
             self, _args: Any, _state: Any, _control: Any, logs: Any = None, **_: Any
@@ -269,6 +324,7 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if logs and "loss" in logs:
                 self.losses.append(float(logs["loss"]))
 
+    profiler = StepProfiler(args.profile_from, args.profile_steps, work / "A-profile.txt")
     collect = Collect()
     training_args = TrainingArguments(
         output_dir=str(work / "A-trainer"),
@@ -318,6 +374,7 @@ def child_a(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "examples_seen": examples,
         "label_tokens": sum(sum(1 for x in f["labels"] if x != -100) for f in features),
         "losses": collect.losses,
+        "profile": profiler.summary,
         "adapter": str(work / "A-adapter"),
     }
 
@@ -357,6 +414,12 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         overrides=args.b_set,
     )
     losses: list[float] = []
+    profiler = StepProfiler(args.profile_from, args.profile_steps, work / "B-profile.txt")
+
+    def on_step(record: dict[str, Any]) -> None:
+        losses.append(float(record["train/loss"]))
+        profiler.after_step(record["step"])
+
     run_dir = work / "B-run"
     call_started = time.perf_counter()
     result = train(
@@ -364,7 +427,7 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         run_dir,
         force=True,
         log=lambda line: print(line, file=sys.stderr),
-        on_step=lambda record: losses.append(float(record["train/loss"])),
+        on_step=on_step,
     )
     call_seconds = time.perf_counter() - call_started
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -380,6 +443,7 @@ def child_b(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "steps": result.steps,
         "examples_seen": examples,
         "losses": losses,
+        "profile": profiler.summary,
         "adapter": str(run_dir),
     }
 
@@ -531,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
             "load_seconds": round(r["load_seconds"], 2),
             "steps": r["steps"],
         }
+        if r.get("profile"):
+            summary[variant]["profile"] = r["profile"]
         if args.device == "cuda":
             tokens_per_s = r["examples_per_s"] * mean_tokens
             summary[variant].update(
