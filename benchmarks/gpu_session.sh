@@ -7,7 +7,7 @@
 #        (LoRA, full, QLoRA; the CPU run's overrides) side by side, evaluated on the GPU.
 # Needs tuneforge importable (PYTHONPATH=src) and, for bench, the packaged SmolLM2.
 # Session 11 (H200): tests 94 s; throughput A+B ~190 s with the GGUF conversion; the recipes
-# ran ~1.5-2.3 steps/s side by side, so 1,500 steps need 11-17 min: set METHODS and
+# ran ~1.3-2.3 steps/s side by side, so 1,500 steps need 11-20 min: set METHODS and
 # RECIPE_LIMIT (seconds) to what the lease holds.
 set -u
 OUT=${OUT:?set OUT to a folder for the results}
