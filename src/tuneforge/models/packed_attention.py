@@ -101,6 +101,18 @@ class ChunkPlan:
         return len(self.bounds)
 
 
+def chunk_plan(
+    segment_ids: torch.Tensor, mask: torch.Tensor, multiple: int = 1
+) -> ChunkPlan | None:
+    """The plan for a packed training row, or None when the row attends as one masked call:
+    shorter than `MIN_ROW_TOKENS` (decided from its shape, before any work: this runs every
+    step) or with no cut point. Arguments as `ChunkPlan.from_row`'s."""
+    if segment_ids.shape[-1] < MIN_ROW_TOKENS:
+        return None
+    plan = ChunkPlan.from_row(segment_ids, mask, multiple=multiple)
+    return plan if len(plan) > 1 else None
+
+
 def _pad_tokens(states: torch.Tensor, length: int) -> torch.Tensor:
     """[1, heads, n, D] -> [1, heads, length, D], zeros after the n tokens."""
     return F.pad(states, (0, 0, 0, length - states.shape[2]))

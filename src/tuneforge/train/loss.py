@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tuneforge.data.format import IGNORE_INDEX, round_up
 from tuneforge.models.architecture import is_prompt_learning
-from tuneforge.models.packed_attention import PACKED_ATTENTION, ChunkPlan
+from tuneforge.models.packed_attention import PACKED_ATTENTION, chunk_plan
 
 
 def virtual_token_offset(model: Any) -> int:
@@ -100,12 +100,11 @@ def answer_loss(
     width = min(round_up(width, pad_to_multiple_of), input_ids.shape[1])
     chunks = None
     if packed and "segment_ids" in batch and _uses_packed_attention(model):
-        chunks = ChunkPlan.from_row(
+        chunks = chunk_plan(  # None for a short row: the mask, as below
             batch["segment_ids"][0, :width],
             batch["attention_mask"][0, 0, :width, :width],
             multiple=pad_to_multiple_of,
         )
-        chunks = chunks if len(chunks) > 1 else None  # a short row: the mask, as below
     if chunks is not None:
         attention = None  # the chunks carry the mask
     elif packed:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import __version__
-from tuneforge.config import TrainConfig, flat_keys, resolve, to_yaml
+from tuneforge.config import ModelConfig, TrainConfig, flat_keys, resolve, to_yaml
 from tuneforge.errors import TuneforgeError
 from tuneforge.fsutil import atomic_write_text, sha256_file
 from tuneforge.train import checkpoint as ckpt
@@ -192,7 +192,7 @@ def return_freed_memory_to_os() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
-def training_model_config(cfg: TrainConfig, device: str) -> Any:
+def training_model_config(cfg: TrainConfig, device: str) -> ModelConfig:
     """cfg.model, with float32 weights when every weight trains on a GPU under dtype=auto.
 
     "auto" loads bfloat16 on CUDA: right for frozen weights (LoRA and the other adapters keep
