@@ -11,7 +11,9 @@ from tuneforge.models import cache
 
 def test_root_follows_env(isolated_cache, monkeypatch, tmp_path):
     assert cache.cache_root() == isolated_cache
-    assert cache.entry_dir("abc") == isolated_cache / "models" / "abc"
+    version = f"abc-v{cache.ENTRY_VERSION}"
+    assert cache.entry_dir("abc") == isolated_cache / "models" / version
+    assert cache.tokenizer_entry_dir("abc") == isolated_cache / "tokenizers" / version
     monkeypatch.delenv("TUNEFORGE_CACHE")
     assert cache.cache_root().parts[-2:] == (".cache", "tuneforge")
 

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tuneforge.config import ModelConfig
 from tuneforge.errors import TuneforgeError
 from tuneforge.models import gguf_import
+from tuneforge.models.cache import entry_dir
 from tuneforge.models.load import load_model, load_tokenizer
 
 
@@ -34,7 +35,7 @@ def test_gguf_loads_as_the_model_it_was_written_from(tiny_gguf):
         assert torch.equal(model(ids).logits, reference(ids).logits)
 
     assert info.source_kind == "gguf" and info.from_cache is False
-    assert info.sha256 is not None and info.weights_dir.endswith(info.sha256)
+    assert info.sha256 is not None and info.weights_dir == str(entry_dir(info.sha256))
     assert info.template_source == "model" and info.chat_template == ref_tok.chat_template
     # A plain model: no GGUF quantizer left, tied embeddings still one tensor.
     assert getattr(model, "hf_quantizer", None) is None
@@ -130,3 +131,24 @@ def test_unreadable_gguf_is_a_tuneforge_error(tmp_path):
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(TuneforgeError, match=r"bad\.gguf"):
         load_tokenizer(str(bad))
+
+
+@pytest.mark.parametrize("version", ["5.18.0", "5.25.0", "5.40.0.dev0", "6.0.0"])
+def test_gguf_converter_versions_accepted(version):
+    gguf_import.check_gguf_converter(version)
+
+
+@pytest.mark.parametrize("version", ["5.17.0", "5.9.1", "4.57.6"])
+def test_gguf_converter_versions_refused(version):
+    with pytest.raises(TuneforgeError, match=r"transformers>=5\.18"):
+        gguf_import.check_gguf_converter(version)
+
+
+def test_old_transformers_converts_nothing(tiny_gguf, monkeypatch, isolated_cache):
+    """<= 5.17 splits Gemma 3's words wrongly: refused before any tokenizer is cached."""
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    with pytest.raises(TuneforgeError, match=r"transformers 5\.17\.0 converts GGUF tokenizers"):
+        load_tokenizer(str(tiny_gguf))
+    assert not (isolated_cache / "tokenizers").exists()

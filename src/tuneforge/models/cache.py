@@ -1,10 +1,11 @@
-"""The on-disk model cache: `<root>/models/<sha256-of-source-file>/`, published atomically.
+"""The on-disk model cache: `<root>/models/<sha256-of-source-file>-v<N>/`, published atomically.
 
 Root: `$TUNEFORGE_CACHE` if set, else `~/.cache/tuneforge`. An entry is a plain HF model
 directory (config.json, model.safetensors, tokenizer files), so reading it back is an ordinary
 `from_pretrained(entry)`. Entries are keyed by the content hash of the source file, so a renamed
-or moved GGUF still hits, and an edited one misses. `<root>/tokenizers/<sha256>/` holds just the
-tokenizer of a GGUF whose weights have not been converted yet.
+or moved GGUF still hits, and an edited one misses. `<root>/tokenizers/<sha256>-v<N>/` holds just
+the tokenizer of a GGUF whose weights have not been converted yet. N is `ENTRY_VERSION`: entries
+of an older version are never read (delete them at will).
 
 Hashing a ~100 MB GGUF costs ~0.3 s, so hashes are memoized in `<root>/hashes.json`, keyed by
 (path, size, mtime): any change to the file invalidates its memo.
@@ -22,6 +23,10 @@ from pathlib import Path
 from tuneforge.fsutil import atomic_write_text, sha256_file
 
 _HASH_MEMO = "hashes.json"
+# Raised when entries written before are wrong. 2: transformers <= 5.17 converted a GGUF's
+# SentencePiece vocabulary (Gemma 3) into a tokenizer that splits words into pieces the model
+# never saw ("track" -> "tr", "ack"); entries written by it must not be reused.
+ENTRY_VERSION = 2
 _MEMO_LIMIT = 256  # entries kept; the memo is a convenience, not a registry
 
 
@@ -35,12 +40,12 @@ def models_dir() -> Path:
 
 
 def entry_dir(sha256: str) -> Path:
-    return models_dir() / sha256
+    return models_dir() / f"{sha256}-v{ENTRY_VERSION}"
 
 
 def tokenizer_entry_dir(sha256: str) -> Path:
     """A tokenizer-only entry, so `prepare` stays fast before any model was ever converted."""
-    return cache_root() / "tokenizers" / sha256
+    return cache_root() / "tokenizers" / f"{sha256}-v{ENTRY_VERSION}"
 
 
 def _read_memo(path: Path) -> dict[str, dict]:

@@ -27,10 +27,31 @@ SOURCE_RECORD = "tuneforge_source.json"
 """Written into each cache entry: which GGUF it came from, for humans and `tuneforge` debugging."""
 
 
+# transformers <= 5.17 builds a wrong tokenizer from a GGUF's SentencePiece vocabulary (Gemma 3
+# 270M: "track" -> "tr", "ack"), silently: the model then reads text in pieces it never saw
+# (found on a GPU image with 5.17, where a fine-tune's tokens and losses changed).
+MIN_TRANSFORMERS_FOR_GGUF = (5, 18)
+
+
+def check_gguf_converter(version: str) -> None:
+    """Refuse a transformers whose GGUF tokenizer conversion is known to be wrong."""
+    from packaging.version import Version
+
+    release = Version(version).release
+    if release[:2] < MIN_TRANSFORMERS_FOR_GGUF:
+        floor = ".".join(map(str, MIN_TRANSFORMERS_FOR_GGUF))
+        raise TuneforgeError(
+            f"transformers {version} converts GGUF tokenizers incorrectly (Gemma 3 words are "
+            f"split into pieces the model was not trained on); pip install 'transformers>={floor}'"
+        )
+
+
 def load_gguf_tokenizer(gguf_path: Path):
     """The tokenizer (with its chat template, if any) stored in a GGUF's metadata; no weights."""
+    import transformers
     from transformers import AutoTokenizer
 
+    check_gguf_converter(transformers.__version__)
     try:
         return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except (ValueError, KeyError, OSError) as exc:
