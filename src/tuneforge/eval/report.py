@@ -308,8 +308,8 @@ def build_blocks(results: Mapping[str, Any], plots: Mapping[str, Path]) -> list[
         blocks.append(
             (
                 "p",
-                "answer: over the answer tokens only; sequence: over the whole formatted "
-                "example. Lower is better.",
+                "answer: over the answer tokens of every example; sequence: over the whole "
+                f"formatted example, {_sequence_rows_text(results)}. Lower is better.",
             )
         )
 
@@ -393,3 +393,11 @@ def write_report(out_dir: Path, results: dict[str, Any], plots: dict[str, Path])
     atomic_write_text(out_dir / "metrics.json", metrics_text + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(blocks, out_dir))
     atomic_write_text(out_dir / "report.html", render_html(blocks, title))
+
+
+def _sequence_rows_text(results: Mapping[str, Any]) -> str:
+    """Which examples the sequence perplexity covers (a sample when the set is large)."""
+    sampled, n = results.get("perplexity_sequence_rows"), results.get("n")
+    if sampled is None or sampled == n:
+        return "every example"
+    return f"a seeded sample of {sampled} of the {n} examples"

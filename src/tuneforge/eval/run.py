@@ -97,7 +97,7 @@ def _evaluate(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     from tuneforge.eval import forgetting as fg
-    from tuneforge.eval.perplexity import perplexity
+    from tuneforge.eval.perplexity import PERPLEXITY_SEQUENCE_ROWS, perplexity
     from tuneforge.models.precision import inference_precision, precision_label
     from tuneforge.models.trained import (
         base_model_view,
@@ -131,10 +131,17 @@ def _evaluate(
         variants["tuned"] = tuned
         log(f"tuned: {n} examples in {_timing(tuned)}")
         started = time.perf_counter()
+        sequence_rows = min(n, PERPLEXITY_SEQUENCE_ROWS)
         ppl = perplexity(
-            model, tokenizer, plan.rows, max_seq_len=cfg.model.max_seq_len, batch_size=batch_size
+            model,
+            tokenizer,
+            plan.rows,
+            max_seq_len=cfg.model.max_seq_len,
+            batch_size=batch_size,
+            sequence_rows=sequence_rows,
         )
-        log(f"perplexity: {n} examples in {time.perf_counter() - started:.1f} s")
+        seconds = time.perf_counter() - started
+        log(f"perplexity: {n} examples ({sequence_rows} whole sequences) in {seconds:.1f} s")
         forgetting_tuned = fg.forgetting_score(runner.predictor(model)) if with_forgetting else None
         if plan.prompts:
             prompt_outputs["tuned"] = runner.answer_prompts(model, plan.prompts)
@@ -219,6 +226,7 @@ def _evaluate(
         "flipped": flipped,
         "worst": sm.examples(plan, worst, tuned, other),
         "perplexity": ppl,
+        "perplexity_sequence_rows": sequence_rows,
         "forgetting": (
             fg.compare(forgetting_base, forgetting_tuned)
             if forgetting_base is not None and forgetting_tuned is not None
