@@ -7,7 +7,8 @@
 #        (LoRA, full, QLoRA; the CPU run's overrides) side by side, evaluated on the GPU.
 # Needs tuneforge importable (PYTHONPATH=src) and, for bench, the packaged SmolLM2; and
 # transformers >= 5.18 (the H200 image's 5.17 converts Gemma 3's GGUF tokenizer wrongly, and
-# tuneforge refuses it for any GGUF): carry a newer wheel with its dependencies.
+# tuneforge refuses it for any GGUF): carry transformers==5.18.0 (12.6 MB wheel; needs
+# huggingface-hub>=1.31, tokenizers>=0.23.1,<0.24, safetensors>=0.8: compare `pip show` there).
 # Session 11 (H200): tests 94 s; throughput A+B ~190 s with the GGUF conversion; the recipes
 # ran ~1.3-2.3 steps/s side by side, so 1,500 steps need 11-20 min: set METHODS and
 # RECIPE_LIMIT (seconds) to what the lease holds.

@@ -23,11 +23,11 @@ from pathlib import Path
 from tuneforge.fsutil import atomic_write_text, sha256_file
 
 _HASH_MEMO = "hashes.json"
+_MEMO_LIMIT = 256  # entries kept; the memo is a convenience, not a registry
 # Raised when entries written before are wrong. 2: transformers <= 5.17 converted a GGUF's
 # SentencePiece vocabulary (Gemma 3) into a tokenizer that splits words into pieces the model
 # never saw ("track" -> "tr", "ack"); entries written by it must not be reused.
 ENTRY_VERSION = 2
-_MEMO_LIMIT = 256  # entries kept; the memo is a convenience, not a registry
 
 
 def cache_root() -> Path:
