@@ -129,8 +129,9 @@ def sample_rows(
     return train, rng.sample(rest, heldout)
 
 
-def prepare_split(rows: list[dict[str, str]], out: Path, model: str, tokenizer: Any) -> int:
-    """Chat rows exactly as `tuneforge prepare` writes them, all in train.jsonl."""
+def prepare_split(rows: list[dict[str, str]], out: Path, model: str, tokenizer: Any) -> list[int]:
+    """Chat rows exactly as `tuneforge prepare` writes them, all in train.jsonl; returns the
+    token length of each row written (prepare's own count)."""
     from tuneforge.config import PrepareConfig, resolve
     from tuneforge.data.prepare import prepare
 
@@ -151,8 +152,7 @@ def prepare_split(rows: list[dict[str, str]], out: Path, model: str, tokenizer: 
             "force": True,
         },
     )
-    outcome = prepare(cfg, tokenizer)
-    return len(outcome.splits["train"])
+    return prepare(cfg, tokenizer).token_lengths["train"]
 
 
 def read_messages(path: Path) -> list[list[dict[str, str]]]:
@@ -532,15 +532,9 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = load_tokenizer(args.model)
     train_rows, heldout_rows = sample_rows(Path(args.csv), args.per_class, args.heldout, args.seed)
-    n_train = prepare_split(train_rows, work / "train", args.model, tokenizer)
-    n_heldout = prepare_split(heldout_rows, work / "heldout", args.model, tokenizer)
-    from tuneforge.data.format import tokenize_example
-
-    train_tokens = [
-        len(tokenize_example(tokenizer, m).input_ids)
-        for m in read_messages(work / "train" / "train.jsonl")
-    ]
-    mean_tokens = sum(train_tokens) / len(train_tokens)
+    train_tokens = prepare_split(train_rows, work / "train", args.model, tokenizer)
+    n_train, mean_tokens = len(train_tokens), sum(train_tokens) / len(train_tokens)
+    n_heldout = len(prepare_split(heldout_rows, work / "heldout", args.model, tokenizer))
     del tokenizer
 
     warm = run_child("warm", base_argv, work, args.device)
