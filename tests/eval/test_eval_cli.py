@@ -268,3 +268,27 @@ def test_limit_samples_across_a_label_grouped_file():
     assert len({labels[i] for i in keep}) >= 8  # the first 50 rows would hold one label
     assert keep == sample_indices(len(labels), 50)  # seeded
     assert sample_indices(5, 10) == [0, 1, 2, 3, 4]
+
+
+def test_classic_column_and_its_chosen_c_in_the_report(runs, tmp_path, monkeypatch):
+    from tuneforge.eval import baselines
+
+    seen = {}
+
+    def fake_classic(train_texts, train_labels, test_texts):
+        seen["train"] = len(train_texts)
+        # every test row gets the most frequent training label
+        label = max(set(train_labels), key=list(train_labels).count)
+        return [label] * len(test_texts), [0.5] * len(test_texts), 10.0
+
+    monkeypatch.setattr(baselines, "classic_baseline", fake_classic)
+    out = tmp_path / "out"
+    result = invoke(
+        runs["classification"], "--baselines", "classic", "--no-forgetting", "--no-variation",
+        "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "classic" in metrics["variants"] and seen["train"] > 0
+    assert any("C=10" in note and "cross-validation" in note for note in metrics["notes"])
+    assert "C=10, chosen from 1, 10, 100" in (out / "report.md").read_text()
