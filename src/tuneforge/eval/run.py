@@ -180,7 +180,7 @@ def _evaluate(
     if "classic" in plan.baselines:
         started = time.perf_counter()
         try:
-            pred, confidence, chosen_c = bl.classic_baseline(
+            pred, confidence, choice = bl.classic_baseline(
                 [bl.example_text(row) for row in plan.train_rows],
                 [row["label"] for row in plan.train_rows],
                 [bl.example_text(row) for row in plan.rows],
@@ -192,11 +192,7 @@ def _evaluate(
             variants["classic"] = Variant(
                 "classic", pred, list(confidence), time.perf_counter() - started
             )
-            plan.notes.append(
-                f"classic: logistic regression C={chosen_c:g}, chosen from "
-                f"{', '.join(f'{c:g}' for c in bl.CLASSIC_CS)} by cross-validation on the "
-                "training split"
-            )
+            plan.notes.append(f"classic: {choice}")
             log(f"classic: {n} examples in {variants['classic'].seconds:.1f} s")
 
     # -- results -----------------------------------------------------------------------------------
