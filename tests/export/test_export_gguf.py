@@ -94,7 +94,7 @@ def test_gguf_q8_0_agreement(tiny_run, export, tmp_path):
 
 
 def test_tokenizer_metadata_is_copied_from_a_gguf_base(tiny_run, export, tmp_path):
-    from tuneforge.models.tiny_gguf import write_tiny_gguf
+    from tuneforge.export.tiny_gguf import write_tiny_gguf
 
     base = write_tiny_gguf(tmp_path / "base" / "tiny.gguf")
     run = tiny_run("classification", "lora", model=base)

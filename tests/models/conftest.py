@@ -31,7 +31,7 @@ def tiny_gemma_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory) -> Path:
     """A float32 tiny llama GGUF; the HF model it was written from is at `<path>.hf/`."""
-    from tuneforge.models.tiny_gguf import write_tiny_gguf
+    from tuneforge.export.tiny_gguf import write_tiny_gguf
 
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
 

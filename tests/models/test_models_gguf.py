@@ -106,7 +106,7 @@ def test_load_tokenizer_prefers_the_cache_entry(tiny_gguf, monkeypatch):
 
 
 def test_quantized_gguf_dequantizes_close_to_the_original(tmp_path):
-    from tuneforge.models.tiny_gguf import write_tiny_gguf
+    from tuneforge.export.tiny_gguf import write_tiny_gguf
 
     path = write_tiny_gguf(tmp_path / "q8.gguf", quantized=True)
     model, _, _ = load_model(ModelConfig(name=str(path)))

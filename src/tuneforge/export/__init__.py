@@ -7,6 +7,7 @@
   gotemplate.py   renders the Go-template subset Ollama TEMPLATEs use (for that proof)
   validate.py     agreement + logit differences of the reloaded export vs the trained model
   card.py         MODEL_CARD.md and tuneforge.json, from the run, its eval and the validation
+  tiny_gguf.py    a tiny llama written as GGUF by gguf_writer, for the GGUF-loading tests
 
 Depends on data, models, train and (for predictions identical to `tuneforge eval`) eval.predict;
 never on serve or cli.

@@ -8,7 +8,7 @@ Modules, one job each:
   tokenizer    pad token, chat template (with a documented fallback), save/load with a run
   quantize     bitsandbytes 4-bit config (NF4/FP4) for QLoRA, CPU or CUDA
   adapters     attach_method (full, LoRA, QLoRA, DoRA, IA3, prompt/prefix tuning), counting
-  tiny, tiny_gguf  tiny random models for tests
+  tiny         tiny random models for tests (their GGUF form: export.tiny_gguf)
 
 The names below are re-exported lazily, so `import tuneforge.models` stays cheap (no torch).
 """

@@ -6,8 +6,9 @@ tensor names, q/k rows permuted for its rotary layout, a byte-level BPE ("gpt2")
 chat template in the metadata -- so the GGUF -> plain model -> cache path can be tested in well
 under a second and compared exactly with the HF model it came from.
 
-Test support only. The writing itself is tuneforge's GGUF export (`tuneforge.export.gguf_writer`),
-so the files tests load are the files `tuneforge export --to gguf` produces.
+Test support only. It lives in export, not beside `models.tiny`, because the writing itself is
+tuneforge's GGUF export (`gguf_writer`): the files tests load are the files `tuneforge export
+--to gguf` produces, and models (below export) must not import it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ def write_tiny_gguf(path: str | Path, *, quantized: bool = False, seed: int = 0)
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # Imported here: models is below export in the layering; this is test support only.
     from tuneforge.export.gguf_writer import write_gguf
     from tuneforge.models.tiny import build_tiny_causal_lm
 
