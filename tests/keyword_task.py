@@ -61,3 +61,29 @@ def write_split(directory: Path, task: str, *, gen_system: str | None = None) ->
     if task == "classification":
         (directory / "labels.json").write_text(json.dumps(LABELS))
     return directory
+
+
+def train_tiny_run(run: Path, model_dir: Path, data_dir: Path, *overrides: str) -> Path:
+    """A real `tuneforge train` run into `run`: LoRA, 4 steps of 8 at lr 1e-2 (the adapter
+    really moves the logits), no warmup, no TensorBoard; `overrides` (key=value) come last and
+    win."""
+    from tuneforge.config import TrainConfig, resolve
+    from tuneforge.train.run import train
+
+    cfg = resolve(
+        TrainConfig,
+        None,
+        [
+            f"model.name={model_dir}",
+            f"data.dir={data_dir}",
+            "method.kind=lora",
+            "tracking.tensorboard=false",
+            "train.max_steps=4",
+            "train.batch_size=8",
+            "train.lr=1e-2",
+            "train.warmup_ratio=0",
+            *overrides,
+        ],
+    )
+    train(cfg, run, log=lambda _: None)
+    return run

@@ -9,34 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from keyword_task import write_jsonl, write_split
+from keyword_task import train_tiny_run, write_jsonl, write_split
 from tuneforge.cli.main import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "isolated_cache")
 
 
 def make_run(root: Path, model_dir: Path, task: str, kind: str = "lora") -> Path:
-    from tuneforge.config import TrainConfig, resolve
-    from tuneforge.train.run import train
-
     data = write_split(root / f"data-{task}", task, gen_system="Answer in JSON.")
-    cfg = resolve(
-        TrainConfig,
-        None,
-        [
-            f"model.name={model_dir}",
-            f"data.dir={data}",
-            f"method.kind={kind}",
-            "tracking.tensorboard=false",
-            "train.max_steps=4",
-            "train.batch_size=8",
-            "train.lr=1e-2",
-            "train.warmup_ratio=0",
-        ],
-    )
-    run = root / f"run-{task}-{kind}"
-    train(cfg, run, log=lambda _: None)
-    return run
+    return train_tiny_run(root / f"run-{task}-{kind}", model_dir, data, f"method.kind={kind}")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from keyword_task import cls_row, write_split
+from keyword_task import cls_row, train_tiny_run, write_split
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,6 @@ def tiny_run(tmp_path_factory, tiny_model_dir) -> Callable[..., Path]:
     built: dict[tuple[str, str, str], Path] = {}
 
     def make(task: str = "classification", kind: str = "lora", model: Path | None = None) -> Path:
-        from tuneforge.config import TrainConfig, resolve
-        from tuneforge.train.run import train
-
         model = model or tiny_model_dir
         key = (task, kind, str(model))
         if key in built:
@@ -41,19 +38,10 @@ def tiny_run(tmp_path_factory, tiny_model_dir) -> Callable[..., Path]:
         data = root / f"data-{task}"
         if not data.is_dir():
             write_split(data, task)
-        cfg = resolve(
-            TrainConfig,
-            None,
-            [
-                f"model.name={model}", f"data.dir={data}", f"method.kind={kind}",
-                "tracking.tensorboard=false", "train.max_steps=4", "train.batch_size=8",
-                "train.lr=1e-2", "train.warmup_ratio=0", "method.num_virtual_tokens=4",
-            ],
-        )  # fmt: skip
         run = root / f"run-{task}-{kind}-{len(built)}"
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TUNEFORGE_CACHE", str(root / "cache"))
-            train(cfg, run, log=lambda _: None)
+            train_tiny_run(run, model, data, f"method.kind={kind}", "method.num_virtual_tokens=4")
         built[key] = run
         return run
 

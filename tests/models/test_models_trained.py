@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuneforge.config import TrainConfig, resolve
+from keyword_task import train_tiny_run
 from tuneforge.errors import TuneforgeError
 from tuneforge.models.trained import (
     base_model_view,
@@ -44,29 +44,18 @@ def _rows(n: int) -> list[dict]:
 
 
 def _train(root: Path, model_dir: Path, kind: str) -> Path:
-    from tuneforge.train.run import train
-
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(12)))
     (data / "labels.json").write_text(json.dumps(LABELS))
-    cfg = resolve(
-        TrainConfig,
-        None,
-        [
-            f"model.name={model_dir}",
-            f"data.dir={data}",
-            f"method.kind={kind}",
-            "tracking.tensorboard=false",
-            "train.max_steps=3",
-            "train.batch_size=4",
-            "train.lr=1e-2",
-            "train.warmup_ratio=0",
-        ],
+    return train_tiny_run(
+        root / f"run-{kind}",
+        model_dir,
+        data,
+        f"method.kind={kind}",
+        "train.max_steps=3",
+        "train.batch_size=4",
     )
-    run = root / f"run-{kind}"
-    train(cfg, run, log=lambda _: None)
-    return run
 
 
 @pytest.fixture(scope="module")

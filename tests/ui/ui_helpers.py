@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import keyword_task
 from keyword_task import LABELS, cls_row, write_jsonl
 from tuneforge.serve import server as server_module
 
@@ -169,28 +170,10 @@ def prepared_data(directory: Path) -> Path:
 
 
 def train_tiny_run(run: Path, model_dir: Path, data_dir: Path, *overrides: str) -> Path:
-    """A real `tuneforge train` run on the tiny model: 4 steps, validation every 2."""
-    from tuneforge.config import TrainConfig, resolve
-    from tuneforge.train.run import train
-
-    cfg = resolve(
-        TrainConfig,
-        None,
-        [
-            f"model.name={model_dir}",
-            f"data.dir={data_dir}",
-            "method.kind=lora",
-            "method.r=4",
-            "tracking.tensorboard=false",
-            "train.max_steps=4",
-            "train.batch_size=8",
-            "train.eval_every=2",
-            "train.warmup_ratio=0",
-            *overrides,
-        ],
+    """A real `tuneforge train` run on the tiny model (rank 4, lr 2e-4), validated every 2 steps."""
+    return keyword_task.train_tiny_run(
+        run, model_dir, data_dir, "method.r=4", "train.lr=2e-4", "train.eval_every=2", *overrides
     )
-    train(cfg, run, log=lambda _: None)
-    return run
 
 
 free_socket = server_module.free_socket
