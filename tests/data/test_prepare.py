@@ -231,3 +231,25 @@ def test_banking77_prepare(tmp_path, banking77_csv, tiny_tokenizer_dir):
     assert abs(sizes["train"] / total - 0.8) < 0.01 and abs(sizes["test"] / total - 0.1) < 0.01
     report = (out / "report.md").read_text()
     assert "Near-duplicates" in report and "different labels" in report
+
+
+def test_force_never_replaces_a_directory_holding_an_input(tmp_path, tiny_tokenizer_dir):
+    (tmp_path / "in").mkdir()
+    data = write_csv(tmp_path / "in" / "data.csv", labelled_rows())
+    (tmp_path / "in" / "other.txt").write_text("mine")
+    for out in (tmp_path / "in", tmp_path):
+        result = runner.invoke(
+            app,
+            [
+                "prepare",
+                str(data),
+                "-o",
+                str(out),
+                "--tokenizer",
+                str(tiny_tokenizer_dir),
+                "--force",
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "holds the input" in " ".join(result.output.split())
+    assert (tmp_path / "in" / "other.txt").read_text() == "mine" and data.is_file()

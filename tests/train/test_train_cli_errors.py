@@ -87,3 +87,43 @@ def test_output_that_is_a_file_is_refused(base_overrides, cli, config_file, tmp_
     result = cli("train", config_file(), *base_overrides, "-o", target)
     assert result.exit_code == 2 and "not a directory" in result.stderr
     assert target.read_text() == "not a run"
+
+
+def test_force_never_replaces_the_data_directory(base_overrides, cli, config_file, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(base_overrides[1].split("=", 1)[1], data)
+    before = sorted(p.name for p in data.iterdir())
+    result = cli("train", config_file(), *base_overrides, f"data.dir={data}", "-o", data, "--force")
+    assert result.exit_code == 2, result.output
+    assert "holds the input" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_force_replaces_only_a_run(base_overrides, cli, config_file, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    result = cli("train", config_file(), *base_overrides, "-o", folder, "--force")
+    assert result.exit_code == 2, result.output
+    assert "holds no tuneforge run" in " ".join(result.stderr.split())
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_current_directory_is_refused(base_overrides, cli, config_file, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = cli("train", config_file(), *base_overrides, "-o", ".")
+    assert result.exit_code == 2, result.output
+    assert "current directory" in " ".join(result.stderr.split())
+    assert list(work.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_created_is_refused(base_overrides, cli, config_file, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = cli("train", config_file(), *base_overrides, "-o", blocker / "run")
+    assert result.exit_code == 2, result.output
+    assert "is a file" in result.stderr and "Traceback" not in result.output

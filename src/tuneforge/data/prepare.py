@@ -21,7 +21,7 @@ from tuneforge.data.format import token_lengths
 from tuneforge.data.load import read_records
 from tuneforge.data.records import DataError, Example, Location, Problem, RawRecord
 from tuneforge.data.split import SPLITS, assign_splits, min_per_stratum
-from tuneforge.fsutil import atomic_directory, sha256_bytes, sha256_file
+from tuneforge.fsutil import atomic_directory, check_output_dir, sha256_bytes, sha256_file
 
 SKIP_HINT = "fix these rows, or pass --on-error skip to drop them (they go to rejected.jsonl)"
 
@@ -165,8 +165,15 @@ def find_leaks(
     return kept, [leaked_index[i] for i in sorted(leaked_index)]
 
 
+def read_paths(cfg: PrepareConfig) -> list[str]:
+    """The local files and directories prepare reads (inputs, test file, tokenizer directory)."""
+    paths = [*cfg.inputs, *([cfg.test_file] if cfg.test_file else []), cfg.tokenizer]
+    return [p for p in paths if not p.startswith("hf:") and Path(p).exists()]
+
+
 def prepare(cfg: PrepareConfig, tokenizer: Any) -> PrepareOutcome:
     """Run the whole pipeline and write the output directory; raises DataError on bad input."""
+    check_output_dir(cfg.output_dir, overwrite=cfg.force, inputs=read_paths(cfg))
     forced_task = None if cfg.task == "auto" else cfg.task
     inputs: list[InputFile] = []
     examples: list[Example] = []
@@ -338,7 +345,7 @@ def write_outputs(cfg: PrepareConfig, outcome: PrepareOutcome) -> None:
     )
     files["manifest.json"] = (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode()
     files["report.md"] = render_report(cfg, outcome, manifest).encode("utf-8")
-    with atomic_directory(cfg.output_dir, overwrite=cfg.force) as tmp:
+    with atomic_directory(cfg.output_dir, overwrite=cfg.force, inputs=read_paths(cfg)) as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
 

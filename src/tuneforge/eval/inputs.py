@@ -16,6 +16,7 @@ from typing import Any
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.eval import baselines as bl
+from tuneforge.fsutil import check_output_dir
 from tuneforge.models.trained import RunDir, inspect_run
 
 Row = dict[str, Any]
@@ -193,12 +194,8 @@ def make_plan(
     if prompts_file is not None:
         prompts, prompt_texts = _read_prompts(Path(prompts_file), _shared_system(rows))
     out = Path(out_dir) if out_dir is not None else default_out_dir(run.path)
-    if out.exists() and not force:
-        raise TuneforgeError(
-            f"{out}: already exists; choose another -o or pass --force to replace it"
-        )
-    if out.exists() and not out.is_dir():
-        raise TuneforgeError(f"{out}: exists and is not a directory")
+    read = [run.path, data_path, *([prompts_file] if prompts_file is not None else [])]
+    check_output_dir(out, overwrite=force, inputs=read)
     return Plan(
         run, Path(data_path), rows, gold, names, train_rows, prompts, prompt_texts, out, notes
     )

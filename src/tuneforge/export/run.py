@@ -26,6 +26,7 @@ from tuneforge import __version__
 from tuneforge.errors import TuneforgeError
 from tuneforge.export import card as cards
 from tuneforge.export.validate import Agreement, ValidationFailed
+from tuneforge.fsutil import check_output_dir
 from tuneforge.models.trained import RunDir, inspect_run
 
 KINDS = ("adapter", "merged", "int4", "gguf", "ollama")
@@ -122,11 +123,8 @@ def _plan(
     if kind != "adapter":
         check_mergeable(run, kind)
     out = Path(out)
-    if out.exists() and not force:
-        raise TuneforgeError(f"{out}: already exists; choose another -o or pass --force")
-    if out.exists() and not out.is_dir():
-        raise TuneforgeError(f"{out}: exists and is not a directory")
     data = run.test_file(data, "to validate the export on")
+    check_output_dir(out, overwrite=force, inputs=[run.path, data])
     validation_rows = read_rows(data, rows)
     if min_agreement is None:
         lossy = kind == "int4" or (kind in ("gguf", "ollama") and quant not in LOSSLESS_QUANTS)

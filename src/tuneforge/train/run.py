@@ -26,7 +26,7 @@ from typing import Any
 from tuneforge import __version__
 from tuneforge.config import ModelConfig, TrainConfig, flat_keys, resolve, to_yaml
 from tuneforge.errors import TuneforgeError
-from tuneforge.fsutil import atomic_write_text, sha256_file
+from tuneforge.fsutil import atomic_write_text, check_output_dir, sha256_file
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train import distributed as dist
 from tuneforge.train.loop import TrainResult, train_loop
@@ -52,7 +52,8 @@ def check_data_dir(cfg: TrainConfig) -> Path:
 
 
 def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuses to clobber a run."""
+    """The checkpoint to resume from (None for a fresh run); refuses to clobber a run, and
+    --force to replace anything but a run (a folder of other files, the data, the cwd)."""
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise TuneforgeError(f"--resume: {run_dir} is not a tuneforge run (no config.yaml)")
@@ -61,13 +62,18 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) ->
         if not found:
             raise TuneforgeError(f"--resume: {run_dir} has no checkpoint to resume from")
         return found[-1]
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TuneforgeError(f"{run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise TuneforgeError(
-            f"{run_dir}: already holds a run; pass --resume to continue it, --force to replace it, "
-            "or choose another -o"
-        )
+    check_output_dir(run_dir, overwrite=True, inputs=[cfg.data.dir] if cfg.data.dir else [])
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not (run_dir / "config.yaml").is_file():
+            raise TuneforgeError(
+                f"{run_dir}: is not empty and holds no tuneforge run (no config.yaml); --force "
+                "replaces only a run directory: choose another -o"
+            )
+        if not force:
+            raise TuneforgeError(
+                f"{run_dir}: already holds a run; pass --resume to continue it, --force to "
+                "replace it, or choose another -o"
+            )
     return None
 
 
