@@ -102,3 +102,34 @@ def test_packing_is_a_boolean_on_by_default():
     assert resolve(TrainConfig, overrides=["data.packing=false"]).data.packing is False
     with pytest.raises(ConfigError, match="packing"):
         resolve(TrainConfig, base={"data": {"packing": "sometimes"}})
+
+
+@pytest.mark.parametrize(
+    ("override", "phrase"),
+    [
+        ("train.lr=inf", "finite number"),
+        ("train.epochs=1e999", "finite number"),
+        ("train.lr=nan", "finite number"),
+        ("train.seed=-1", "greater than or equal to 0"),
+        (f"train.seed={2**32}", "less than"),
+    ],
+)
+def test_infinite_numbers_and_out_of_range_seeds_are_refused(override, phrase):
+    with pytest.raises(ConfigError) as info:
+        resolve(TrainConfig, None, [override])
+    assert override.split("=")[0] in str(info.value) and phrase in str(info.value)
+
+
+def test_split_messages_say_which_rule_and_describe_the_type():
+    with pytest.raises(ConfigError) as info:
+        resolve(PrepareConfig, base={"inputs": ["a"], "output_dir": "o", "split": [0, 0.5, 0.5]})
+    assert "train fraction" in str(info.value) and "a list of 3 numbers" in str(info.value)
+
+
+def test_bad_device_is_a_tuneforge_error():
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.models.load import check_device
+
+    with pytest.raises(TuneforgeError, match="'bogus': not a device"):
+        check_device("bogus")
+    check_device("cpu")

@@ -19,7 +19,8 @@ from tuneforge.errors import ConfigError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: an infinite lr or epoch count passes `gt=0` and fails only mid-run
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ class PrepareConfig(Section):
     near_dup_threshold: float = Field(0.8, gt=0.0, le=1.0)
     conflicts: Literal["drop", "majority", "keep"] = "drop"
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     test_file: str | None = None
     force: bool = False
 
@@ -65,10 +66,12 @@ class PrepareConfig(Section):
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(part < 0 for part in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
+        if any(part < 0 for part in value) or abs(sum(value) - 1.0) > 1e-6:
             raise ValueError(
                 "must be three fractions train,val,test that sum to 1 (e.g. 0.8,0.1,0.1)"
             )
+        if value[0] <= 0:
+            raise ValueError("the train fraction (the first) must be above 0 (e.g. 0.8,0.1,0.1)")
         return value
 
 
@@ -156,7 +159,7 @@ class TrainLoopConfig(Section):
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(1.0, gt=0)
     optimizer: Literal["auto", "adamw", "adamw_8bit", "paged_adamw_8bit"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's seed range
     eval_every: int | None = Field(None, gt=0)
     save_every: int | None = Field(None, gt=0)
     keep_last: int = Field(2, ge=1)
@@ -346,6 +349,9 @@ def _unknown_key_message(prefix: str, key: str, valid: list[str], source: str) -
     return f"{source}: unknown key '{dotted}'; {hint}{', '.join(full)}"
 
 
+_PLURALS = {"an integer": "integers", "a number": "numbers", "a string": "strings"}
+
+
 def _describe_type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is Literal:
@@ -353,9 +359,11 @@ def _describe_type(annotation: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe_type(a) for a in typing.get_args(annotation))
     if origin in (list, tuple):
-        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        args = typing.get_args(annotation)
+        fixed = origin is tuple and Ellipsis not in args and len(args) > 1
         inner = _describe_type(args[0]) if args else "value"
-        return f"a list of {inner}"
+        plural = _PLURALS.get(inner, f"{inner} values")
+        return f"a list of {len(args)} {plural}" if fixed else f"a list of {plural}"
     if annotation is type(None):
         return "null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(

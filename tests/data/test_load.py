@@ -465,3 +465,14 @@ def test_csv_runaway_quote_stops_at_the_line_limit(tmp_path: Path) -> None:
     rows = "".join(f"row {i},x\n" for i in range(2000))
     path = write(tmp_path, "d.csv", f'text,label\na,x\n"b,x\n{rows}')
     file_error(path, "never closed", "1 kB limit (--max-line-bytes)", line=3, max_line_bytes=1000)
+
+
+def test_json_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = '{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "x"}'
+    path = write(tmp_path, "d.jsonl", deep + '\n{"a": 1}\n')
+    bad, good = read(path)
+    row_problem(bad, path, 1, "nested too deeply", "fix or remove the line")
+    assert isinstance(good, RawRecord)
+    for name, text in [("d.json", deep), ("e.json", "[" + deep + "]")]:
+        with pytest.raises(DataError, match="nested too deeply"):
+            read(write(tmp_path, name, text))

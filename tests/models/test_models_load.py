@@ -107,3 +107,24 @@ def test_offline_hub_fails_fast_with_advice(monkeypatch):
 def test_load_tokenizer_on_a_directory_is_prepared(tiny_gemma_dir):
     tokenizer = load_tokenizer(str(tiny_gemma_dir))
     assert tokenizer.pad_token == "<eos>" and "<start_of_turn>" in tokenizer.chat_template
+
+
+def test_corrupt_model_directories_are_tuneforge_errors(tmp_path, tiny_llama_dir):
+    import shutil
+
+    not_an_object = tmp_path / "list-config"
+    shutil.copytree(tiny_llama_dir, not_an_object)
+    (not_an_object / "config.json").write_text("[1, 2]")
+    torn = tmp_path / "torn-weights"
+    shutil.copytree(tiny_llama_dir, torn)
+    (torn / "model.safetensors").write_bytes(b"\x00" * 1000)
+    for directory, reason in [(not_an_object, "TypeError"), (torn, "SafetensorError")]:
+        with pytest.raises(TuneforgeError, match=f"cannot load from .*{reason}"):
+            load_model(ModelConfig(name=str(directory)))
+
+
+def test_truncated_gguf_is_a_tuneforge_error(tmp_path, tiny_gguf, isolated_cache):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:15])  # the magic and version, then nothing
+    with pytest.raises(TuneforgeError, match=r"cut\.gguf: cannot read"):
+        load_model(ModelConfig(name=str(cut)))

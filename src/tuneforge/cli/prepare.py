@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def _split_option(value: str) -> list[float]:
         raise TuneforgeError(
             f"--split {value!r}: expected three fractions like 0.8,0.1,0.1"
         ) from None
-    if len(parts) != 3:
+    if len(parts) != 3 or not all(math.isfinite(p) for p in parts):
         raise TuneforgeError(
             f"--split {value!r}: expected three fractions train,val,test like 0.8,0.1,0.1"
         )

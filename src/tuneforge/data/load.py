@@ -85,6 +85,9 @@ def _read_jsonl(path: str, lines: Iterable[Line]) -> Iterator[RawRecord | Proble
             yield _parse_json_line(path, line)
 
 
+TOO_DEEP = "malformed JSON: nested too deeply to read"
+
+
 def _parse_json_line(path: str, line: Line) -> RawRecord | Problem:
     where = Location(path, line.number)
     text = line.text.rstrip("\r\n")
@@ -92,6 +95,8 @@ def _parse_json_line(path: str, line: Line) -> RawRecord | Problem:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         return Problem(where, f"{_json_error(e, 'line')}; fix or remove the line", raw=text)
+    except RecursionError:
+        return Problem(where, f"{TOO_DEEP}; fix or remove the line", raw=text[:200])
     if not isinstance(value, dict):
         message = f"expected a JSON object, found {_kind(value)}; each line must be one {{...}}"
         return Problem(where, message, raw=text)
@@ -131,6 +136,8 @@ def _read_json(path: str, lines: Iterable[Line]) -> Iterator[RawRecord | Problem
         return
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise file_error(path, f"{TOO_DEEP}; records are flat objects") from None
     except json.JSONDecodeError as e:
         # Not one JSON value: JSON Lines saved as .json reads fine line by line.
         first = next((line for line in lines if line.text.strip()), None)
@@ -166,6 +173,8 @@ def _read_json_array(
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise _json_file_error(path, e) from None
+        except RecursionError:
+            raise file_error(path, f"{TOO_DEEP}; records are flat objects") from None
         line_no += text.count("\n", counted, pos)
         counted = pos
         last_line = line_no + text.count("\n", pos, end)

@@ -163,8 +163,8 @@ def estimate(
     chosen = select(table, gpus)
     if examples is not None and examples < 1:
         raise TuneforgeError(f"--examples must be at least 1 (got {examples})")
-    if epochs is not None and epochs <= 0:
-        raise TuneforgeError(f"--epochs must be positive (got {epochs:g})")
+    if epochs is not None and not 0 < epochs < math.inf:  # also refuses nan
+        raise TuneforgeError(f"--epochs must be a positive finite number (got {epochs:g})")
     config = hf_config(cfg.model)
     lengths, split = data_lengths(cfg, config)
     t = cfg.train

@@ -113,8 +113,9 @@ def _read_prompts(path: Path, system: str | None) -> tuple[list[Messages], list[
         if line.lstrip().startswith("{"):
             try:
                 value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TuneforgeError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = getattr(exc, "msg", "nested too deeply")
+                raise TuneforgeError(f"{path}:{number}: malformed JSON ({reason})") from None
         if isinstance(value, dict) and isinstance(value.get("messages"), list):
             messages = value["messages"]
             if messages and messages[-1].get("role") == "assistant":

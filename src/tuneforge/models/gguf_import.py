@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.models.cache import entry_dir, file_sha256, publish_directory, tokenizer_entry_dir
+from tuneforge.models.sources import unreadable_file_errors
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def load_gguf_tokenizer(gguf_path: Path):
     check_gguf_converter(transformers.__version__)
     try:
         return AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    except (ValueError, KeyError, OSError) as exc:
+    except unreadable_file_errors() as exc:
         raise TuneforgeError(
             f"{gguf_path}: cannot read a tokenizer from this GGUF ({exc})"
         ) from None
@@ -97,7 +98,7 @@ def dequantize_gguf(gguf_path: Path):
         loaded = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
         )
-    except (ValueError, KeyError, OSError) as exc:
+    except unreadable_file_errors() as exc:
         # transformers raises ValueError for an architecture it cannot map from GGUF.
         raise TuneforgeError(
             f"{gguf_path}: cannot load this GGUF with transformers ({exc})"

@@ -20,6 +20,7 @@ from tuneforge.models.sources import (
     hub_is_reachable,
     hub_unreachable_error,
     resolve_source,
+    unreadable_file_errors,
 )
 from tuneforge.models.tokenizer import TemplateSource, prepare_tokenizer, stop_token_ids
 
@@ -73,6 +74,12 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> torch.dtype:
 def check_device(device: str) -> None:
     import torch
 
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TuneforgeError(
+            f"device {device!r}: not a device; use cpu, cuda or cuda:N (e.g. --device cpu)"
+        ) from None
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise TuneforgeError(f"device {device!r}: CUDA is not available here; use device=cpu")
     if str(device) == "mps" and not torch.backends.mps.is_available():
@@ -132,6 +139,11 @@ def _from_pretrained(loader: Any, source: ModelSource, where: _Location, **kwarg
         ) from None
     except ValueError as exc:  # e.g. an unknown model_type in config.json
         raise TuneforgeError(f"model {source.name!r}: {where.target}: {exc}") from None
+    except unreadable_file_errors() as exc:  # a config.json that is not an object, torn weights
+        raise TuneforgeError(
+            f"model {source.name!r}: cannot load from {where.target} ({type(exc).__name__}: "
+            f"{exc}); are its config.json and weights complete and uncorrupted?"
+        ) from None
 
 
 def load_tokenizer(name_or_cfg: str | ModelConfig) -> PreTrainedTokenizerBase:

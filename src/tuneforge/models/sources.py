@@ -197,3 +197,13 @@ def hub_unreachable_error(hub_id: str, detail: str = "") -> TuneforgeError:
         f"HF cache{extra}; pass a local model directory, a .gguf file, or a packaged name "
         f"({', '.join(packaged_names())})"
     )
+
+
+def unreadable_file_errors() -> tuple[type[BaseException], ...]:
+    """What transformers, gguf and safetensors raise on a malformed or truncated model file
+    (besides TuneforgeError-worthy ones they already describe): a user error, not a bug."""
+    import struct
+
+    from safetensors import SafetensorError
+
+    return (ValueError, KeyError, OSError, TypeError, EOFError, struct.error, SafetensorError)

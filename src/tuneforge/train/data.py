@@ -52,8 +52,9 @@ def read_split(path: Path) -> list[dict[str, Any]]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TuneforgeError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = getattr(exc, "msg", "nested too deeply")
+                raise TuneforgeError(f"{path}:{number}: malformed JSON ({reason})") from None
             if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
                 raise TuneforgeError(
                     f"{path}:{number}: expected an object with 'messages'; "
