@@ -91,7 +91,7 @@ def test_alpaca_joins_instruction_and_input():
     [
         ({"text": "", "label": "a"}, "text", "is empty"),
         ({"label": "a"}, "text", "is missing"),
-        ({"text": 5, "label": "a"}, "text", "must be a string, found a int"),
+        ({"text": 5, "label": "a"}, "text", "must be a string, found a number"),
         ({"text": "ok", "label": None}, "label", "must be a string"),
         ({"text": "bad\x00byte", "label": "a"}, "text", "U+0000"),
         ({"text": "mojibake \ufffd", "label": "a"}, "text", "U+FFFD"),
@@ -111,7 +111,13 @@ def test_text_label_problems_name_the_field(fields, field, words):
         ("hello", "messages", "must be a list"),
         ([], "messages", "is empty"),
         ([{"role": "bot", "content": "x"}], "messages[0].role", "unknown role 'bot'"),
-        ([{"role": "user"}], "messages[0].content", "must be a string"),
+        ([{"role": "user"}], "messages[0].content", "is missing"),
+        (
+            [{"role": "user", "content": None}],
+            "messages[0].content",
+            "must be a string, found null",
+        ),
+        ([{"content": "hi"}], "messages[0].role", "is missing"),
         ([{"role": "user", "content": "hi"}], "messages[0]", "must end with an assistant"),
         (
             [
@@ -157,3 +163,9 @@ def test_bad_characters_allows_whitespace():
     assert bad_characters("tab\tnew\nline\r") is None
     assert "U+001B" in bad_characters("esc\x1b[0m")
     assert "byte-order mark" in bad_characters("x\ufeffy")
+
+
+def test_chat_row_without_messages_names_the_fields_it_has():
+    problem = to_example(rec(text="hi", label="a"), Columns("chat"), GEN)
+    assert isinstance(problem, Problem) and problem.field == "messages"
+    assert "is missing (fields: label, text)" in problem.message

@@ -476,3 +476,10 @@ def test_json_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path) -> None
     for name, text in [("d.json", deep), ("e.json", "[" + deep + "]")]:
         with pytest.raises(DataError, match="nested too deeply"):
             read(write(tmp_path, name, text))
+
+
+def test_csv_header_of_empty_names_is_refused_at_line_1(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.csv", ",\nCancel my order,cancel_order\n")
+    with pytest.raises(DataError) as info:
+        read(path)
+    assert f"{path}:1" in str(info.value) and "no name for column 1, 2" in str(info.value)

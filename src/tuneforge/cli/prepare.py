@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,17 @@ def _labels_option(value: str | None) -> list[str] | None:
             raise TuneforgeError(
                 f"{value}: --labels file must be a JSON list of strings or one label per line"
             )
+        if not loaded:
+            raise TuneforgeError(f"{value}: --labels file lists no labels")
         return loaded
-    return [part.strip() for part in value.split(",") if part.strip()]
+    if path.is_dir():
+        raise TuneforgeError(f"--labels {value}: is a directory; give a file or a,b,c")
+    if "," not in value and (os.sep in value or path.suffix in (".txt", ".json", ".csv")):
+        raise TuneforgeError(f"--labels {value}: no such file; give a file or a,b,c")
+    parsed = [part.strip() for part in value.split(",") if part.strip()]
+    if not parsed:
+        raise TuneforgeError(f"--labels {value!r}: no labels in it; give a,b,c or a file")
+    return parsed
 
 
 def _split_option(value: str) -> list[float]:
@@ -89,7 +99,7 @@ def prepare_command(
         None, "--test", help="Keep this test set; check train for leaks."
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it exists."),
-    preview: int = typer.Option(0, "--preview", help="Print N rendered examples and exit."),
+    preview: int = typer.Option(0, "--preview", min=0, help="Print N rendered examples and exit."),
 ) -> None:
     """Validate, clean, deduplicate and split raw examples into chat JSONL with a manifest."""
     if preview <= 0 and output_dir is None:

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from tuneforge.data.clean import normalize_text
-from tuneforge.data.records import Example, Message, Problem, RawRecord
+from tuneforge.data.records import Example, Message, Problem, RawRecord, json_kind
 
 ROLES = ("system", "user", "assistant")
 TEXT_ALIASES = ("text", "sentence", "utterance")
@@ -131,11 +131,11 @@ def to_example(record: RawRecord, columns: Columns, options: ConvertOptions) -> 
             instruction = _text(record, "instruction")
             extra = record.fields.get("input")
             if extra is not None and not isinstance(extra, str):
-                raise _Bad("input", f"must be a string, found {_kind(extra)}")
+                raise _Bad("input", f"must be a string, found {json_kind(extra)}")
             user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
             system = record.fields.get("system")
             if system is not None and not isinstance(system, str):
-                raise _Bad("system", f"must be a string, found {_kind(system)}")
+                raise _Bad("system", f"must be a string, found {json_kind(system)}")
             return _single_turn(record, options, user, _text(record, "output"), system or None)
         if columns.format == "prompt_completion":
             return _single_turn(
@@ -157,18 +157,12 @@ class _Bad(Exception):
         self.field, self.message = field, message
 
 
-def _kind(value: object) -> str:
-    return {dict: "an object", list: "a list", bool: "true/false", type(None): "null"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
-
-
 def _text(record: RawRecord, name: str) -> str:
     if name not in record.fields:
         raise _Bad(name, "is missing")
     value = record.fields[name]
     if not isinstance(value, str):
-        raise _Bad(name, f"must be a string, found {_kind(value)}")
+        raise _Bad(name, f"must be a string, found {json_kind(value)}")
     if not value.strip():
         raise _Bad(name, "is empty")
     if (why := bad_characters(value)) is not None:
@@ -205,22 +199,27 @@ def _single_turn(
 
 
 def _from_chat(record: RawRecord, options: ConvertOptions) -> Example:
-    raw = record.fields.get("messages")
+    if "messages" not in record.fields:
+        found = ", ".join(sorted(record.fields)) or "none"
+        raise _Bad("messages", f"is missing (fields: {found}); chat rows need a messages list")
+    raw = record.fields["messages"]
     if not isinstance(raw, list):
-        raise _Bad("messages", f"must be a list of messages, found {_kind(raw)}")
+        raise _Bad("messages", f"must be a list of messages, found {json_kind(raw)}")
     if not raw:
         raise _Bad("messages", "is empty")
     messages: list[Message] = []
     for i, turn in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(turn, dict):
-            raise _Bad(where, f"must be an object with role and content, found {_kind(turn)}")
+            raise _Bad(where, f"must be an object with role and content, found {json_kind(turn)}")
         role, content = turn.get("role"), turn.get("content")
         if role not in ROLES:
-            shown = "missing" if role is None else repr(role)
-            raise _Bad(f"{where}.role", f"unknown role {shown}; expected system, user or assistant")
+            problem = "is missing" if "role" not in turn else f"unknown role {role!r}"
+            raise _Bad(f"{where}.role", f"{problem}; expected system, user or assistant")
+        if "content" not in turn:
+            raise _Bad(f"{where}.content", "is missing")
         if not isinstance(content, str):
-            raise _Bad(f"{where}.content", f"must be a string, found {_kind(content)}")
+            raise _Bad(f"{where}.content", f"must be a string, found {json_kind(content)}")
         if not content.strip():
             raise _Bad(f"{where}.content", "is empty")
         if (why := bad_characters(content)) is not None:

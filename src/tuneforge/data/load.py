@@ -11,12 +11,11 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from tuneforge.data.lines import Line, file_error, read_lines
 from tuneforge.data.load_csv import read_csv
 from tuneforge.data.load_table import read_hf, read_parquet
-from tuneforge.data.records import DataError, Location, Problem, RawRecord
+from tuneforge.data.records import DataError, Location, Problem, RawRecord, json_kind
 
 CSV_EXTENSIONS = (".csv", ".tsv", ".tab")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")
@@ -98,7 +97,7 @@ def _parse_json_line(path: str, line: Line) -> RawRecord | Problem:
     except RecursionError:
         return Problem(where, f"{TOO_DEEP}; fix or remove the line", raw=text[:200])
     if not isinstance(value, dict):
-        message = f"expected a JSON object, found {_kind(value)}; each line must be one {{...}}"
+        message = f"expected a JSON object, found {json_kind(value)}; each line must be one {{...}}"
         return Problem(where, message, raw=text)
     return RawRecord(value, where)
 
@@ -122,11 +121,6 @@ def _json_hint(e: json.JSONDecodeError, unit: str) -> str:
     return ""
 
 
-def _kind(value: Any) -> str:
-    names = {list: "a list", str: "a string", bool: "true/false", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
 def _read_json(path: str, lines: Iterable[Line]) -> Iterator[RawRecord | Problem]:
     lines = list(lines)
     text = "".join(line.text for line in lines)
@@ -145,7 +139,7 @@ def _read_json(path: str, lines: Iterable[Line]) -> Iterator[RawRecord | Problem
             yield from _read_jsonl(path, lines)
             return
         raise _json_file_error(path, e) from None
-    what = _kind(value)
+    what = json_kind(value)
     if isinstance(value, dict):
         what = "a single JSON object"
         lists = [
@@ -185,7 +179,9 @@ def _read_json_array(
         elif isinstance(value, dict):
             yield RawRecord(value, Location(path, line_no))
         else:
-            message = f"expected a JSON object, found {_kind(value)}; make every element {{...}}"
+            message = (
+                f"expected a JSON object, found {json_kind(value)}; make every element {{...}}"
+            )
             yield Problem(Location(path, line_no), message, raw=value)
         pos = _JSON_SPACE.match(text, end).end()
         closed = text.startswith("]", pos)

@@ -65,8 +65,9 @@ def read_csv(
             raise DataError([bad], "the first line must be the header row")
         if bad:
             yield bad
-        elif not any(row):
-            continue  # blank lines and rows of empty fields carry nothing
+        elif not any(row) and (header is not None or len(row) <= 1):
+            continue  # blank lines and rows of empty fields carry nothing (a header of empty
+            # names, e.g. ",", is not skipped: the next row must not become the header)
         elif header is None:
             header = _check_header(path, row, start)
         elif len(row) != len(header):

@@ -131,18 +131,27 @@ def check_examples(
     return good, problems, good_lengths
 
 
-def rare_label_problems(examples: list[Example], needed: int, n_splits: int) -> list[Problem]:
+def rare_label_problems(
+    examples: list[Example], needed: int, n_splits: int, removed: Counter[str | None] | None = None
+) -> list[Problem]:
+    """A problem per example of a label too rare to stratify; `removed`: per label, the
+    duplicates cleaning dropped (so a file of repeated rows says so, not just "1 example")."""
     counts = Counter(e.label for e in examples)
+    removed = removed or Counter()
     problems = []
     for example in examples:
         count = counts[example.label]
         if count < needed:
+            dropped = removed[example.label]
+            because = (
+                f" ({dropped} duplicate{'s' * (dropped != 1)} of it removed)" if dropped else ""
+            )
             problems.append(
                 Problem(
                     example.where,
                     f"label {example.label!r} has {count} example{'s' * (count != 1)} after "
-                    f"cleaning; a stratified split into {n_splits} parts needs at least {needed} "
-                    "per label: add examples, or drop the label",
+                    f"cleaning{because}; a stratified split into {n_splits} parts needs at least "
+                    f"{needed} per label: add distinct examples, or drop the label",
                     field="label",
                     raw=_row(example),
                 )
@@ -227,7 +236,9 @@ def prepare(cfg: PrepareConfig, tokenizer: Any) -> PrepareOutcome:
 
     needed = min_per_stratum(ratios)
     if task == "classification":
-        rare = rare_label_problems(pool, needed, sum(1 for r in ratios if r > 0))
+        duplicates = Counter(e.label for e, _ in outcome.duplicates)
+        duplicates.update(e.label for e in outcome.near_dropped)
+        rare = rare_label_problems(pool, needed, sum(1 for r in ratios if r > 0), duplicates)
         if rare and cfg.on_error == "fail":
             raise DataError(rare, hint=SKIP_HINT)
         outcome.rare_dropped = rare

@@ -10,6 +10,16 @@ from tuneforge.errors import TuneforgeError
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 
+def json_kind(value: object) -> str:
+    """How a message names a JSON value's type: "an object", "a list", "a number", "null"..."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), f"a value of type {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a record came from: a 1-based line of a text file, or a row of a table."""
