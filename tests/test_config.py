@@ -133,3 +133,10 @@ def test_bad_device_is_a_tuneforge_error():
     with pytest.raises(TuneforgeError, match="'bogus': not a device"):
         check_device("bogus")
     check_device("cpu")
+
+
+def test_booleans_are_not_numbers():
+    with pytest.raises(ConfigError, match=r"train\.batch_size'?: must be a number, not true"):
+        resolve(TrainConfig, None, ["train.batch_size=true"])
+    cfg = resolve(TrainConfig, None, ["train.share_prefix=false", "train.batch_size=4"])
+    assert cfg.train.share_prefix is False and cfg.train.batch_size == 4

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tuneforge.errors import ConfigError
 
@@ -21,6 +29,21 @@ from tuneforge.errors import ConfigError
 class Section(BaseModel):
     # allow_inf_nan: an infinite lr or epoch count passes `gt=0` and fails only mid-run
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: train.batch_size=true would train at batch 1
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """int, float, or an Optional of one (not bool, not unions with other types)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return all(a in (int, float) for a in args)
 
 
 # --------------------------------------------------------------------------------------------

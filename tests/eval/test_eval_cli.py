@@ -149,7 +149,7 @@ def _bad(kind: str, runs: dict[str, Path], tmp: Path) -> tuple[list, str]:
             run,
             "--data",
             write_jsonl(tmp / "noanswer.jsonl", rows),
-        ], "example 1: must end with"
+        ], "noanswer.jsonl:1: must end with the assistant's answer"
     if kind == "bad_baseline":
         return [run, "--data", test, "--baselines", "zero,few"], "unknown 'few'"
     if kind == "bad_scoring":

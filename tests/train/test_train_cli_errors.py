@@ -38,6 +38,12 @@ CASES = {
         ["validation data", "val.jsonl"],
     ),
     "malformed train.jsonl": ("", ["data.dir={broken}"], ["train.jsonl:2", "malformed JSON"]),
+    "empty train.jsonl": ("", ["data.dir={blank}"], ["train.jsonl: is empty", "prepare"]),
+    "row without an answer": (
+        "",
+        ["data.dir={no_answer}"],
+        ["train.jsonl:2", "must end with the assistant's answer"],
+    ),
 }
 
 
@@ -53,7 +59,21 @@ def data_dirs(tmp_path, rows):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "train.jsonl").write_text(json.dumps(rows(1)[0]) + "\n{not json\n")
-    return {"empty": empty, "missing": tmp_path / "nope", "no_val": no_val, "broken": broken}
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "train.jsonl").write_text("\n\n")
+    no_answer = tmp_path / "no_answer"
+    no_answer.mkdir()
+    question = {"messages": [{"role": "user", "content": "hi"}]}
+    (no_answer / "train.jsonl").write_text(json.dumps(rows(1)[0]) + "\n" + json.dumps(question))
+    return {
+        "empty": empty,
+        "missing": tmp_path / "nope",
+        "no_val": no_val,
+        "broken": broken,
+        "blank": blank,
+        "no_answer": no_answer,
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -4,6 +4,7 @@ truncation that keeps the answer, and the loop drawing a new order every epoch."
 from __future__ import annotations
 
 import itertools
+import json
 import random
 
 import pytest
@@ -125,8 +126,23 @@ def test_truncation_keeps_the_answer_and_cuts_the_prompt_start(tokenizer):
 
 def test_read_split_names_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text('{"messages": []}\n\n{"text": "no messages"}\n')
+    answer = {"role": "assistant", "content": "b"}
+    good = json.dumps({"messages": [{"role": "user", "content": "a"}, answer]})
+    path.write_text(good + '\n\n{"text": "no messages"}\n')
     with pytest.raises(TuneforgeError, match=r"train\.jsonl:3: expected an object with 'messages'"):
+        read_split(path)
+    for line, phrase in [
+        ('{"messages": []}', "must end with the assistant's answer"),
+        (json.dumps({"messages": [answer]}), "after at least one user turn"),
+        ('{"messages": [{"role": "user"}]}', "a role (system, user or assistant) and string"),
+        ('{"messages": ["hi"]}', "a role (system, user or assistant) and string"),
+    ]:
+        path.write_text(good + "\n" + line + "\n")
+        with pytest.raises(TuneforgeError, match=r"train\.jsonl:2: ") as info:
+            read_split(path)
+        assert phrase in str(info.value)
+    path.write_bytes(good.encode() + b"\n\xff\xfe\n")
+    with pytest.raises(TuneforgeError, match="not UTF-8"):
         read_split(path)
 
 

@@ -393,3 +393,20 @@ def test_existing_run_is_not_clobbered_without_resume_or_force(make_cfg, cli, tm
     result = cli("train", run_dir / "config.yaml", "-o", run_dir)
     assert result.exit_code == 2 and "--resume" in result.output and "--force" in result.output
     assert os.listdir(ckpt.checkpoint_dir(run_dir))
+
+
+def test_relative_data_dir_is_saved_absolute_and_resumes(make_cfg, task_dir, tmp_path, monkeypatch):
+    """eval and export read the run's data.dir from wherever they start; a resume given the
+    same relative path (from the same directory) still matches the saved config."""
+    import shutil
+
+    from tuneforge.config import TrainConfig, resolve
+
+    shutil.copytree(task_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg("data.dir=data", "train.max_steps=2", "train.save_every=1")
+    train(cfg, "run", log=lambda s: None)
+    saved = resolve(TrainConfig, tmp_path / "run" / "config.yaml")
+    assert saved.data.dir == str(tmp_path / "data")
+    more = make_cfg("data.dir=data", "train.max_steps=3", "train.save_every=1")
+    assert train(more, "run", resume=True, log=lambda s: None).steps == 3

@@ -54,19 +54,6 @@ def _read_test_rows(path: Path, run: RunDir) -> tuple[list[Row], list[str]]:
     rows = read_split(path)
     if not rows:
         raise TuneforgeError(f"--data {path}: no examples in the file")
-    for number, row in enumerate(rows, start=1):
-        messages = row["messages"]
-        last = messages[-1] if messages else None
-        if (
-            not isinstance(last, dict)
-            or last.get("role") != "assistant"
-            or not isinstance(last.get("content"), str)
-            or len(messages) < 2
-        ):
-            raise TuneforgeError(
-                f"{path}: example {number}: must end with the assistant's (reference) answer "
-                "after at least one user turn; use a `tuneforge prepare` test.jsonl"
-            )
     if run.labels is None:
         return rows, [row["messages"][-1]["content"] for row in rows]
     missing = [n for n, row in enumerate(rows, start=1) if not isinstance(row.get("label"), str)]

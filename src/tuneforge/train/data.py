@@ -44,24 +44,60 @@ class TokenizedSplit:
 
 
 def read_split(path: Path) -> list[dict[str, Any]]:
-    """Rows of a chat JSONL file written by `prepare` (or by hand in the same form)."""
+    """Rows of a chat JSONL file written by `prepare` (or by hand in the same form).
+
+    Each row's messages must be role/content objects ending with the assistant's answer: that
+    answer is what training learns and evaluation scores.
+    """
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                reason = getattr(exc, "msg", "nested too deeply")
-                raise TuneforgeError(f"{path}:{number}: malformed JSON ({reason})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-                raise TuneforgeError(
-                    f"{path}:{number}: expected an object with 'messages'; "
-                    "run `tuneforge prepare` to produce training files"
-                )
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                row = _split_row(path, number, line)
+                if row is not None:
+                    rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise TuneforgeError(
+            f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); run `tuneforge prepare` "
+            "to produce training files"
+        ) from None
     return rows
+
+
+def _split_row(path: Path, number: int, line: str) -> dict[str, Any] | None:
+    """One row of `read_split`, checked; None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = getattr(exc, "msg", "nested too deeply")
+        raise TuneforgeError(f"{path}:{number}: malformed JSON ({reason})") from None
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+        raise TuneforgeError(
+            f"{path}:{number}: expected an object with 'messages'; use a `tuneforge prepare` output"
+        )
+    messages = row["messages"]
+    if not all(
+        isinstance(m, dict)
+        and m.get("role") in ("system", "user", "assistant")
+        and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise TuneforgeError(
+            f"{path}:{number}: every message needs a role (system, user or assistant) and "
+            "string content; use a `tuneforge prepare` output"
+        )
+    if (
+        not messages
+        or messages[-1]["role"] != "assistant"
+        or not any(m["role"] == "user" for m in messages)
+    ):
+        raise TuneforgeError(
+            f"{path}:{number}: must end with the assistant's answer (what is trained and "
+            "scored) after at least one user turn; use a `tuneforge prepare` output"
+        )
+    return row
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

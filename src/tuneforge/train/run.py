@@ -44,10 +44,18 @@ def check_data_dir(cfg: TrainConfig) -> Path:
         raise TuneforgeError(
             f"data.dir {data_dir}: no such directory; run `tuneforge prepare ... -o {data_dir}`"
         )
-    if not (data_dir / "train.jsonl").is_file():
+    train_file = data_dir / "train.jsonl"
+    if train_file.is_dir():
+        raise TuneforgeError(f"{train_file}: is a directory; it must be `tuneforge prepare`'s file")
+    if not train_file.is_file():
         raise TuneforgeError(
             f"data.dir {data_dir}: no train.jsonl in it; is it a `tuneforge prepare` output?"
         )
+    with open(train_file, "rb") as fh:
+        if not any(line.strip() for line in fh):
+            raise TuneforgeError(
+                f"{train_file}: is empty; run `tuneforge prepare` on your examples to fill it"
+            )
     return data_dir
 
 
@@ -64,7 +72,8 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) ->
         return found[-1]
     check_output_dir(run_dir, overwrite=True, inputs=[cfg.data.dir] if cfg.data.dir else [])
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not (run_dir / "config.yaml").is_file():
+        # A run: its config, or checkpoints (a run cut before writing anything else).
+        if not (run_dir / "config.yaml").is_file() and not ckpt.checkpoint_dir(run_dir).is_dir():
             raise TuneforgeError(
                 f"{run_dir}: is not empty and holds no tuneforge run (no config.yaml); --force "
                 "replaces only a run directory: choose another -o"
@@ -77,8 +86,14 @@ def check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool, force: bool) ->
     return None
 
 
+def with_data_dir(cfg: TrainConfig, data_dir: Path) -> TrainConfig:
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": str(data_dir)})})
+
+
 def check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
     saved = resolve(TrainConfig, run_dir / "config.yaml")
+    if saved.data.dir:  # runs from before data.dir was saved absolute: relative to the cwd
+        saved = with_data_dir(saved, Path(saved.data.dir).absolute())
     # grad_accum may change with the number of processes, if the global batch stays the same:
     # `distributed.check_resume_world` checks that once the world size is known.
     allowed = {"train.max_steps", "train.epochs", "train.grad_accum", "tracking"}
@@ -263,6 +278,8 @@ def train(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     data_dir = check_data_dir(cfg)
+    # Saved absolute: eval and export read the run's data from wherever they are started.
+    cfg = with_data_dir(cfg, data_dir.absolute())
     check_backends(cfg.tracking)
     # The process group first: every rank checks the run directory before the main one may
     # create (or, with --force, replace) it -- see the barrier below.
