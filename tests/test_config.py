@@ -140,3 +140,21 @@ def test_booleans_are_not_numbers():
         resolve(TrainConfig, None, ["train.batch_size=true"])
     cfg = resolve(TrainConfig, None, ["train.share_prefix=false", "train.batch_size=4"])
     assert cfg.train.share_prefix is False and cfg.train.batch_size == 4
+
+
+def test_errors_name_the_override_that_set_the_value(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as info:
+        resolve(TrainConfig, config, ["train.lr=abc"])
+    assert str(info.value).startswith("override train.lr=abc: field 'train.lr'")
+    config.write_text("train:\n  epochs: -2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: field 'train\.epochs'"):
+        resolve(TrainConfig, config, ["train.lr=1e-3"])
+
+
+def test_a_key_given_twice_in_yaml_is_refused_with_its_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  lr: 1e-4\n  epochs: 2\n  lr: 1e-2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: .*'lr' is given twice"):
+        resolve(TrainConfig, config)

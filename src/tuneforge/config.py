@@ -271,12 +271,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (YAML keeps the last one
+    silently, so `lr: 1e-4` above a forgotten `lr: 1e-2` would train at 1e-2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -307,14 +323,16 @@ def resolve(
     if yaml_path is not None:
         merged = _deep_merge(merged, load_yaml(yaml_path))
         source = str(yaml_path)
+    given: dict[str, str] = {}  # dotted key -> the override that set it, for error messages
     for text in overrides or []:
         keys, value = parse_override(text)
         _check_path(model_cls, keys, text)
         _set_path(merged, keys, value)
+        given[".".join(keys)] = text
     try:
         return model_cls.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model_cls, source)) from None
+        raise ConfigError(format_validation_error(exc, model_cls, source, given)) from None
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -405,7 +423,14 @@ def _field_at(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> Any:
     return annotation
 
 
-def format_validation_error(exc: ValidationError, model_cls: type[BaseModel], source: str) -> str:
+def format_validation_error(
+    exc: ValidationError,
+    model_cls: type[BaseModel],
+    source: str,
+    overrides: dict[str, str] | None = None,
+) -> str:
+    """One line per error, naming the field and where its value came from: the override
+    (`overrides`: dotted key -> `key=value` text) that set it, else `source`."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -424,8 +449,18 @@ def format_validation_error(exc: ValidationError, model_cls: type[BaseModel], so
         got = err.get("input")
         expected = f"; expected {_describe_type(annotation)}" if annotation is not None else ""
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: field '{dotted}': {msg} (got {got!r}){expected}")
+        came_from = _override_for(dotted, overrides or {}) or source
+        lines.append(f"{came_from}: field '{dotted}': {msg} (got {got!r}){expected}")
     return "\n".join(lines)
+
+
+def _override_for(dotted: str, overrides: dict[str, str]) -> str | None:
+    """The override that set `dotted` or a section above it (model=... sets model.name)."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        if (text := overrides.get(".".join(parts[:end]))) is not None:
+            return f"override {text}"
+    return None
 
 
 def flat_keys(tree: Any, prefix: str = "") -> dict[str, Any]:

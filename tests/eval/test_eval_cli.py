@@ -273,3 +273,17 @@ def test_classic_column_and_its_chosen_c_in_the_report(runs, tmp_path, monkeypat
     assert "classic" in metrics["variants"] and seen["train"] > 0
     assert "classic: C=10 by cross-validation" in metrics["notes"]
     assert "classic: C=10 by cross-validation" in (out / "report.md").read_text()
+
+
+def test_force_never_replaces_the_run_or_its_data(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["classification"], run)
+    data = runs["classification"].parent / "data-classification" / "test.jsonl"
+    before = sorted(p.name for p in run.iterdir())
+    for out in (run, tmp_path, data.parent):
+        result = invoke(run, "--data", data, "--baselines", "none", "-o", out, "--force")
+        assert result.exit_code == 2, result.output
+        assert "holds the input" in " ".join(result.output.split())
+    assert sorted(p.name for p in run.iterdir()) == before and data.is_file()

@@ -105,3 +105,27 @@ def test_failed_validation_exits_3_and_keeps_a_marked_copy(tiny_run, cli, tmp_pa
     assert meta["validation"]["passed"] is False and meta["validation"]["agreement"] < 0.99
     assert meta["validation"]["disagreements"]
     assert _only(tmp_path) == ["out.failed-validation"]
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ("bad name/../x", "bad-name-x"),
+        ("My Model v1.2", "my-model-v1.2"),
+        ("../..", "tuneforge-model"),
+    ],
+)
+def test_model_names_are_what_ollama_accepts(given, name):
+    from tuneforge.export.run import _model_name
+
+    assert _model_name(given) == name
+
+
+def test_force_never_replaces_the_run_being_exported(tiny_run, cli, copy_run):
+    run = copy_run(tiny_run("classification", "lora"))
+    before = sorted(p.name for p in run.iterdir())
+    for out in (run, run.parent):
+        result = cli(run, "--to", "adapter", "-o", out, "--force")
+        assert result.exit_code == 2, result.output
+        assert "holds the input" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in run.iterdir()) == before

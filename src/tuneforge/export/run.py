@@ -69,7 +69,8 @@ def failed_dir(out: str | Path) -> Path:
 
 def _model_name(text: str) -> str:
     """A name Ollama and vLLM accept: lowercase letters, digits, - _ ."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
+    name = re.sub(r"[._-]{2,}", "-", name).strip("-._")  # "a/../b" -> "a-b", not "a-..-b"
     return name or "tuneforge-model"
 
 
