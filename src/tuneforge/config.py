@@ -314,10 +314,12 @@ def resolve(
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
     source: str = "config",
+    options: dict[str, str] | None = None,
 ) -> C:
     """Build `model_cls` from defaults, then `base`, then a YAML file, then `a.b=value` overrides.
 
-    `source` names where the values came from in error messages (a YAML path wins).
+    `source` names where the values came from in error messages (a YAML path wins); `options`:
+    `base` holds a CLI verb's options, named in errors as in `format_validation_error`.
     """
     merged: dict[str, Any] = dict(base or {})
     if yaml_path is not None:
@@ -332,7 +334,8 @@ def resolve(
     try:
         return model_cls.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model_cls, source, given)) from None
+        message = format_validation_error(exc, model_cls, source, given, options)
+        raise ConfigError(message) from None
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -407,6 +410,8 @@ def _describe_type(annotation: Any) -> str:
         return f"a list of {len(args)} {plural}" if fixed else f"a list of {plural}"
     if annotation is type(None):
         return "null"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "a section (indented key: value lines)"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )
@@ -428,9 +433,12 @@ def format_validation_error(
     model_cls: type[BaseModel],
     source: str,
     overrides: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
 ) -> str:
     """One line per error, naming the field and where its value came from: the override
-    (`overrides`: dotted key -> `key=value` text) that set it, else `source`."""
+    (`overrides`: dotted key -> `key=value` text) that set it, else `source`. With `options`
+    (the values came from a CLI verb's options) the option is named instead: field -> option
+    for the exceptions, else --field-name."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -449,6 +457,12 @@ def format_validation_error(
         got = err.get("input")
         expected = f"; expected {_describe_type(annotation)}" if annotation is not None else ""
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "model_type":  # "Input should be a valid dictionary or instance of X"
+            msg = "must be a section of keys, not a single value"
+        if options is not None:  # a CLI verb's options: name the option, not the field
+            option = options.get(dotted, "--" + dotted.replace("_", "-"))
+            lines.append(f"{option}: {msg} (got {got!r}){expected}")
+            continue
         came_from = _override_for(dotted, overrides or {}) or source
         lines.append(f"{came_from}: field '{dotted}': {msg} (got {got!r}){expected}")
     return "\n".join(lines)

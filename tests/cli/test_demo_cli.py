@@ -57,3 +57,14 @@ def test_demo_rejects_a_bad_override_before_doing_anything(tmp_path):
     assert result.exit_code == 2
     assert "train.nope" in result.output
     assert not out.exists()
+
+
+def test_demo_never_writes_into_a_folder_that_is_not_a_demo(tmp_path):
+    out = tmp_path / "project"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "mine.csv").write_text("text,label\n")
+    (out / "notes.md").write_text("mine")
+    result = CliRunner().invoke(app, ["demo", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "not a demo's (notes.md)" in " ".join(result.output.split())
+    assert (out / "data" / "mine.csv").is_file()

@@ -253,3 +253,25 @@ def test_force_never_replaces_a_directory_holding_an_input(tmp_path, tiny_tokeni
         assert result.exit_code == 2, result.output
         assert "holds the input" in " ".join(result.output.split())
     assert (tmp_path / "in" / "other.txt").read_text() == "mine" and data.is_file()
+
+
+def test_bad_option_values_name_the_option(tmp_path, tiny_tokenizer_dir):
+    data = write_csv(tmp_path / "data.csv", labelled_rows())
+    for args, option in [
+        (["--max-tokens", "0"], "--max-tokens:"),
+        (["--split", "0,0.5,0.5"], "--split:"),
+    ]:
+        result = runner.invoke(
+            app,
+            [
+                "prepare",
+                str(data),
+                "-o",
+                str(tmp_path / "out"),
+                "--tokenizer",
+                str(tiny_tokenizer_dir),
+                *args,
+            ],
+        )
+        assert result.exit_code == 2 and option in result.output, result.output
+        assert "max_tokens" not in result.output and "field" not in result.output

@@ -40,6 +40,9 @@ def _done(started: float) -> None:
     console.print(f"[dim]({time.perf_counter() - started:.0f} s)[/]")
 
 
+DEMO_ENTRIES = ("data", "run", "eval", "export")  # what the demo writes into -o
+
+
 def demo_recipe() -> Path:
     return Path(str(files("tuneforge.data").joinpath("demo", DEMO_RECIPE)))
 
@@ -74,8 +77,19 @@ def demo_command(
             *(overrides or []),
         ],
     )
-    if out.exists() and any(out.iterdir()) and not force:
-        raise TuneforgeError(f"{out}: already holds a demo; pass --force or choose another -o")
+    if out.exists() and not out.is_dir():
+        raise TuneforgeError(f"{out}: exists and is not a directory; choose another -o")
+    if out.is_dir() and any(out.iterdir()):
+        # The demo replaces these four; anything else means -o points at the user's own folder.
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise TuneforgeError(
+                f"{out}: holds files that are not a demo's ({shown}); the demo writes "
+                f"{', '.join(DEMO_ENTRIES)} there: choose a new -o"
+            )
+        if not force:
+            raise TuneforgeError(f"{out}: already holds a demo; pass --force or choose another -o")
     quiet_libraries()
     started = time.perf_counter()
     data_dir = _prepare(demo_path(), out / "data", model, seed)

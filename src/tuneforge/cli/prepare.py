@@ -128,7 +128,12 @@ def prepare_command(
         "test_file": test_file,
         "force": force,
     }
-    cfg = resolve(PrepareConfig, base=options, source="tuneforge prepare")
+    cfg = resolve(
+        PrepareConfig,
+        base=options,
+        source="tuneforge prepare",
+        options={"inputs": "INPUTS", "output_dir": "-o", "test_file": "--test"},
+    )
     from tuneforge.models.load import load_tokenizer
 
     with console.status(f"loading tokenizer {cfg.tokenizer}"):
