@@ -128,6 +128,11 @@ def test_gpu_table_defaults_and_errors(tmp_path):
     )
     with pytest.raises(TuneforgeError, match=r"gpus\.mine\.price_per_hour: expected a positive"):
         load_table(bad)
+    bad.write_text(
+        "gpus:\n  mine: {mem: 24, price_per_hour: 1, bf16_tflops: 1, utilization: 0.3}\n"
+    )
+    with pytest.raises(TuneforgeError, match=r"gpus\.mine: unknown field 'mem'; the fields are"):
+        load_table(bad)
     own = tmp_path / "own.json"
     own.write_text(json.dumps({"gpus": {"l4": {"memory_gib": 22, "price_per_hour": 0.8,
                                                "bf16_tflops": 121, "utilization": 0.3}}}))  # fmt: skip

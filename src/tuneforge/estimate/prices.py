@@ -49,10 +49,16 @@ def load_table(path: str | Path | None = None) -> GpuTable:
     for name, entry in data["gpus"].items():
         if not isinstance(entry, dict):
             raise TuneforgeError(f"{source}: gpus.{name}: expected a mapping of its fields")
+        unknown = sorted(str(k) for k in entry if k not in FIELDS and k != "label")
+        if unknown:
+            raise TuneforgeError(
+                f"{source}: gpus.{name}: unknown field {', '.join(map(repr, unknown))}; the "
+                f"fields are {', '.join(FIELDS)} (and an optional label)"
+            )
         values: dict[str, Any] = {}
         for field, kind in FIELDS.items():
             value = entry.get(field)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise TuneforgeError(
                     f"{source}: gpus.{name}.{field}: expected a positive number (got {value!r})"
                 )
