@@ -58,8 +58,8 @@ def read_split(path: Path) -> list[dict[str, Any]]:
                     rows.append(row)
     except UnicodeDecodeError as exc:
         raise TuneforgeError(
-            f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); run `tuneforge prepare` "
-            "to produce training files"
+            f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); use a `tuneforge prepare` "
+            "output"
         ) from None
     return rows
 
