@@ -200,3 +200,8 @@ def test_merged_adapter_predicts_the_same_and_unfolds(tmp_path):
         with model.disable_adapter():
             torch.testing.assert_close(model(input_ids=ids).logits, plain, atol=1e-5, rtol=1e-4)
     assert not (tuned - plain).abs().max() < 1e-3  # the adapter matters
+
+
+def test_a_path_the_system_cannot_even_look_up_is_a_tuneforge_error():
+    with pytest.raises(TuneforgeError, match=r"cannot be read .*File name too long"):
+        inspect_run("/" + "a" * 5000)

@@ -177,3 +177,34 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(server, client, en
     # The tiny base never ends a turn: run to the end, the row would report 400 tokens.
     # Cancelled, it stops within a step and reports none.
     assert engine.metrics.completion_tokens.value(model="tiny") == before
+
+
+def test_a_row_that_breaks_its_batch_fails_alone(engine, monkeypatch):
+    """An unexpected error in a shared generate call reruns the untouched requests one by one,
+    so only the request that fails on its own gets the 500."""
+    import asyncio
+
+    from tuneforge.serve.jobs import Done, Failed, Job, JobEvents, SamplingParams
+
+    real_generate = engine._generate
+
+    def generate(jobs):
+        if any(job.prompt_ids == [7, 7, 7] for job in jobs):
+            raise RuntimeError("this row cannot be computed")
+        real_generate(jobs)
+
+    monkeypatch.setattr(engine, "_generate", generate)
+
+    async def run_batch():
+        target = engine.catalog.resolve("alpha")
+        good, bad = (
+            Job(target, ids, SamplingParams(2), JobEvents()) for ids in ([1, 2, 3], [7, 7, 7])
+        )
+        await asyncio.to_thread(engine._run, [good, bad])
+        return await good.events.next(), await bad.events.next(), engine.batches
+
+    before = engine.batches
+    good_event, bad_event, after = asyncio.run(run_batch())
+    assert isinstance(good_event, Done) and isinstance(bad_event, Failed)
+    assert bad_event.error.status == 500 and "cannot be computed" in bad_event.error.message
+    assert after == before + 1  # the good row's generate call, alone

@@ -104,6 +104,8 @@ def test_prompt_over_the_context_is_context_length_exceeded(client, server):
         ({"bogus": 1}, "bogus"),
         ({"tuneforge": {"constrain_to_labels": True}}, "tuneforge.constrain_to_labels"),
         ({"tuneforge": {"nope": True}}, "tuneforge.nope"),
+        ({"seed": 2**64, "temperature": 1}, "seed"),  # torch's generators overflowed: a 500
+        ({"seed": -(2**63) - 1, "temperature": 1}, "seed"),
     ],
 )
 def test_bad_parameters_are_400s_naming_the_parameter(server, change, param):
@@ -121,12 +123,17 @@ def test_missing_fields_and_completion_parameters(server):
         ({"prompt": ["a", "b"]}, "prompt"),
         ({"echo": True}, "echo"),
         ({"best_of": 3}, "best_of"),
+        ({"prompt": ""}, "prompt"),  # an empty row crashed the batch it shared (a 500)
+        ({"prompt": [""]}, "prompt"),
     ]:
         response = post(server, {"model": "alpha", "prompt": "x", **change}, "/v1/completions")
         assert response.status_code == 400 and error_of(response)["param"] == param
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"model": ' + b"[" * 10_000],
+)
 def test_malformed_json_is_a_400(server, body):
     response = post(server, body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
@@ -153,3 +160,28 @@ def test_unknown_routes_and_methods_get_json_errors(server):
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
     response = httpx.get(server + "/v1/chat/completions", headers=AUTH)
     assert response.status_code == 405 and error_of(response)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            b'{"model": "alpha", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages.0.content",
+        ),
+        (b'{"model": "alpha", "prompt": "a\\udfff"}', "prompt"),
+        (b'{"model": "alpha", "prompt": "x", "temperature": NaN}', "temperature"),
+    ],
+)
+def test_values_json_allows_but_no_model_can_use_are_400s(server, body, param):
+    path = "/v1/completions" if b'"prompt"' in body else "/v1/chat/completions"
+    response = post(server, body, path, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert error_of(response)["param"] == param
+
+
+def test_a_vanishing_temperature_decodes_greedily(server):
+    response = post(server, {**CHAT, "temperature": 1e-300, "seed": 1})
+    assert response.status_code == 200, response.text
+    greedy = post(server, {**CHAT, "temperature": 0})
+    assert response.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]

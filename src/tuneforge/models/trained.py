@@ -76,6 +76,15 @@ def inspect_run(run_dir: str | Path) -> RunDir:
     """Check that `run_dir` is a finished `tuneforge train` run; TuneforgeError names what's missing."""
     path = Path(run_dir)
     hint = "pass a directory written by `tuneforge train ... -o RUN_DIR`"
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass  # said below
+    except OSError as exc:  # a name too long, a permission denied on the way
+        shown = str(path) if len(str(path)) <= 120 else str(path)[:117] + "..."
+        raise TuneforgeError(
+            f"run directory {shown}: cannot be read ({exc.strerror}); {hint}"
+        ) from None
     if not path.exists():
         raise TuneforgeError(f"run directory {path}: no such directory; {hint}")
     if not path.is_dir():

@@ -265,6 +265,10 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise bad_request(
             f"We could not parse the JSON body of your request ({exc}).", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise bad_request(
+            "The JSON body of your request is nested too deeply to parse.", code="invalid_json"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -227,7 +227,16 @@ class BatchingEngine:
         except Exception as exc:
             log.exception("batch of %d requests failed", len(jobs))
             self._resident.clear_leaked_hooks()
-            self._fail(jobs, server_error(f"generation failed: {type(exc).__name__}: {exc}"))
+            error = server_error(f"generation failed: {type(exc).__name__}: {exc}")
+            fresh = [job for job in jobs if not job.events.pushed]
+            if len(jobs) == 1 or not fresh:
+                self._fail(jobs, error)
+                return
+            # One bad row must not fail the requests that shared its batch: those that have
+            # received nothing yet run again alone, so only the one that fails alone fails.
+            self._fail([job for job in jobs if job.events.pushed], error)
+            for job in fresh:
+                self._run([job])
 
     def _still_registered(self, jobs: list[Job]) -> list[Job]:
         """Jobs whose adapter was unloaded while they waited fail with a 404."""

@@ -17,19 +17,23 @@ from dataclasses import dataclass, field
 from tuneforge.serve.errors import APIError
 from tuneforge.serve.registry import Target
 
+GREEDY_BELOW = 1e-6  # temperatures under this decode greedily
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
-    """0 means greedy decoding."""
+    """0 (or below GREEDY_BELOW) means greedy decoding."""
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Dividing logits by a temperature this small overflows to inf (1e-300 made softmax
+        # NaN); the distribution is the argmax's long before that.
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,12 @@ class JobEvents:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.pushed = 0
+        """Events sent so far (only the engine's thread pushes): 0 = the client saw nothing."""
 
     def push(self, event: Event) -> None:
         """Deliver `event` from any thread; dropped if the request's loop has closed."""
+        self.pushed += 1
         # A closed loop means the client and its server are gone: nobody to tell.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)

@@ -27,7 +27,19 @@ MAX_STOP_SEQUENCES = 4
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: NaN slips through ge/le bounds with a misleading "should be <= 2" message
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _encodable(text: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate ("\\ud800") that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "contains an unpaired surrogate (\\ud800-\\udfff); send valid Unicode"
+        ) from None
+    return text
 
 
 class TextPart(_Request):
@@ -39,6 +51,15 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _valid_unicode(cls, value: str | list[TextPart] | None) -> str | list[TextPart] | None:
+        if isinstance(value, str):
+            return _encodable(value)
+        for part in value or []:
+            _encodable(part.text)
+        return value
 
     def text(self) -> str:
         if self.content is None:
@@ -71,7 +92,7 @@ class _Sampling(_Request):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)  # what torch's generators accept
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = 0.0
@@ -160,7 +181,9 @@ class CompletionRequest(_Sampling):
             if len(value) != 1:
                 raise ValueError("send one prompt per request (a string, or a list of one string)")
             value = value[0]
-        return value
+        if not value:
+            raise ValueError("the prompt is empty; send some text to continue")
+        return _encodable(value)
 
     @model_validator(mode="after")
     def _unsupported(self) -> CompletionRequest:
