@@ -122,6 +122,8 @@ def test_admin_load_and_unload(small, extra_runs, reference):
     assert "delta" not in engine.resident()
     assert chat(url, "delta").status_code == 404
     assert httpx.delete(f"{admin}/delta", headers=AUTH).status_code == 404
+    base = httpx.delete(f"{admin}/tiny", headers=AUTH)
+    assert base.status_code == 400 and "is the base model" in base.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

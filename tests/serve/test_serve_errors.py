@@ -180,6 +180,26 @@ def test_values_json_allows_but_no_model_can_use_are_400s(server, body, param):
     assert error_of(response)["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("path", "change", "param", "expected"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "a string or a list of text parts"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content", "only text is supported"),
+        ("/v1/completions", {"prompt": [1, 2, 3]}, "prompt", "a string or a list of strings"),
+        ("/v1/chat/completions", {"stop": 5}, "stop", "a string or a list of strings"),
+    ],
+)  # fmt: skip
+def test_union_errors_name_the_parameter_not_pydantics_member(
+    server, path, change, param, expected
+):
+    body = {**CHAT, **change}
+    if path == "/v1/completions":
+        body = {"model": "alpha", **change}
+    error = error_of(post(server, body, path))
+    assert error["param"] == param and expected in error["message"], error
+    assert ".str" not in error["message"]
+
+
 def test_a_vanishing_temperature_decodes_greedily(server):
     response = post(server, {**CHAT, "temperature": 1e-300, "seed": 1})
     assert response.status_code == 200, response.text

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.errors import model_not_found
+from tuneforge.serve.errors import bad_request, model_not_found
 
 BASE_ROW = "__base__"
 """PEFT's placeholder adapter name for rows that run on the base model."""
@@ -206,6 +206,12 @@ class AdapterCatalog:
         return spec
 
     def unregister(self, name: str) -> AdapterSpec:
+        if name == self.base.id:
+            raise bad_request(
+                f"{name!r} is the base model, which is served for the server's lifetime; only "
+                "adapters can be unloaded",
+                param="name",
+            )
         with self._lock:
             spec = self._specs.pop(name, None)
         if spec is None:

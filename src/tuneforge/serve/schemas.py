@@ -15,6 +15,7 @@ labels, and each choice carries `label_probabilities` ({label: probability}, sum
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -232,10 +233,41 @@ def parse_request(cls: type[_Request], data: Any) -> Any:
         raise _validation_error(exc) from None
 
 
+# pydantic names the member of a union it tried in the error's location ('content', 'str'):
+# not a parameter a client can send.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|[\w-]+\[.*\])$")
+_MEMBER_WORDS = {
+    "str": "a string",
+    "list[str]": "a list of strings",
+    "list[TextPart]": 'a list of text parts ({"type": "text", "text": ...}; only text is supported)',
+}
+
+
+def _union_members(exc: ValidationError, field: list[str]) -> list[str]:
+    """The union members pydantic tried for `field`: the tags right after it in the errors."""
+    members = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if (
+            loc[: len(field)] == field
+            and len(loc) > len(field)
+            and _UNION_MEMBER.match(loc[len(field)])
+        ):
+            members.append(loc[len(field)])
+    return list(dict.fromkeys(members))
+
+
 def _validation_error(exc: ValidationError) -> APIError:
     err = exc.errors()[0]
     loc = [str(part) for part in err["loc"]]
-    param = ".".join(loc) or None
+    field = [part for part in loc if not _UNION_MEMBER.match(part)]
+    param = ".".join(field) or None
+    if len(field) < len(loc) and err["type"] != "missing":  # a value no member of a union took
+        members = _union_members(exc, field)
+        expected = " or ".join(_MEMBER_WORDS.get(m, m) for m in members)
+        return bad_request(
+            f"Invalid value for '{param}': expected {expected}", param=param, code="invalid_value"
+        )
     if err["type"] == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {param}", param=param)
     if err["type"] == "missing":
