@@ -33,17 +33,18 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic's lax mode reads true as 1: train.batch_size=true would train at batch 1
-        field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+        return no_boolean_for_number(cls, value, info)
+
+
+def no_boolean_for_number(model_cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A `field_validator("*", mode="before")` body: pydantic's lax mode reads true as 1, so
+    train.batch_size=true would train at batch 1 (and serve's "max_tokens": true make 1 token)."""
+    field = model_cls.model_fields.get(info.field_name or "")
+    if isinstance(value, bool) and field is not None:
+        args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        if all(a in (int, float) for a in args or [field.annotation]):
             raise ValueError(f"must be a number, not {str(value).lower()}")
-        return value
-
-
-def _numeric(annotation: Any) -> bool:
-    """int, float, or an Optional of one (not bool, not unions with other types)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    return all(a in (int, float) for a in args)
+    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ def test_prompt_over_the_context_is_context_length_exceeded(client, server):
         ({"tuneforge": {"nope": True}}, "tuneforge.nope"),
         ({"seed": 2**64, "temperature": 1}, "seed"),  # torch's generators overflowed: a 500
         ({"seed": -(2**63) - 1, "temperature": 1}, "seed"),
+        ({"max_tokens": True}, "max_tokens"),  # lax mode read it as 1
     ],
 )
 def test_bad_parameters_are_400s_naming_the_parameter(server, change, param):
