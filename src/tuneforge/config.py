@@ -26,25 +26,27 @@ from pydantic import (
 from tuneforge.errors import ConfigError
 
 
-class Section(BaseModel):
-    # allow_inf_nan: an infinite lr or epoch count passes `gt=0` and fails only mid-run
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+class StrictModel(BaseModel):
+    """What configs and serve's requests both take from users: no unknown keys, no infinite or
+    NaN numbers (an infinite lr passes `gt=0` and fails only mid-run; NaN slips past ge/le with
+    a misleading message) and no booleans for numbers (lax mode reads true as 1, so
+    train.batch_size=true trained at batch 1 and "max_tokens": true made one token)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return no_boolean_for_number(cls, value, info)
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None:
+            args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+            if all(a in (int, float) for a in args or [field.annotation]):
+                raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
-def no_boolean_for_number(model_cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """A `field_validator("*", mode="before")` body: pydantic's lax mode reads true as 1, so
-    train.batch_size=true would train at batch 1 (and serve's "max_tokens": true make 1 token)."""
-    field = model_cls.model_fields.get(info.field_name or "")
-    if isinstance(value, bool) and field is not None:
-        args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
-        if all(a in (int, float) for a in args or [field.annotation]):
-            raise ValueError(f"must be a number, not {str(value).lower()}")
-    return value
+class Section(StrictModel):
+    model_config = ConfigDict(validate_assignment=True)  # merged with StrictModel's
 
 
 # --------------------------------------------------------------------------------------------

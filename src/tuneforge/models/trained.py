@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,17 +78,15 @@ def inspect_run(run_dir: str | Path) -> RunDir:
     path = Path(run_dir)
     hint = "pass a directory written by `tuneforge train ... -o RUN_DIR`"
     try:
-        path.stat()
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
     except FileNotFoundError:
-        pass  # said below
+        raise TuneforgeError(f"run directory {path}: no such directory; {hint}") from None
     except OSError as exc:  # a name too long, a permission denied on the way
         shown = str(path) if len(str(path)) <= 120 else str(path)[:117] + "..."
         raise TuneforgeError(
             f"run directory {shown}: cannot be read ({exc.strerror}); {hint}"
         ) from None
-    if not path.exists():
-        raise TuneforgeError(f"run directory {path}: no such directory; {hint}")
-    if not path.is_dir():
+    if not is_dir:
         raise TuneforgeError(f"run directory {path}: not a directory; {hint}")
     if not (path / "config.yaml").is_file():
         raise TuneforgeError(f"run directory {path}: config.yaml is missing; {hint}")

@@ -20,30 +20,16 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tuneforge.config import no_boolean_for_number
+from tuneforge.config import StrictModel
 from tuneforge.serve.errors import APIError, bad_request
 
 MAX_STOP_SEQUENCES = 4
 
 
-class _Request(BaseModel):
-    # allow_inf_nan: NaN slips through ge/le bounds with a misleading "should be <= 2" message
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return no_boolean_for_number(cls, value, info)
+class _Request(StrictModel):
+    """Requests: unknown fields, NaN/inf and booleans for numbers are 400s (see StrictModel)."""
 
 
 def _encodable(text: str) -> str:

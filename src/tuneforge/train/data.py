@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.convert import ROLES
 from tuneforge.data.format import IGNORE_INDEX, round_up, tokenize_example
 from tuneforge.errors import TuneforgeError
 from tuneforge.fsutil import sha256_file
@@ -79,9 +80,7 @@ def _split_row(path: Path, number: int, line: str) -> dict[str, Any] | None:
         )
     messages = row["messages"]
     if not all(
-        isinstance(m, dict)
-        and m.get("role") in ("system", "user", "assistant")
-        and isinstance(m.get("content"), str)
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
         for m in messages
     ):
         raise TuneforgeError(
